@@ -1,0 +1,261 @@
+// Package publisher builds and publishes wxcancel's events: CloudEvents 1.0
+// in structured JSON mode on JetStream (contract §4). It makes the outcome
+// event of a command ([Publisher.NewOutcome], [Publisher.Publish]) and tracks
+// the states of WeChat Pay resources across all instances, publishing a
+// status-change event exactly once per change ([StatusTracker]).
+//
+// Every event is published with the header Content-Type:
+// application/cloudevents+json and with Nats-Msg-Id set to the event's id,
+// and every publish waits for JetStream's acknowledgement: when Publish or
+// Observe returns nil, the event is stored. Event ids are deterministic, so a
+// republish of the same event inside the stream's duplicate window is
+// dropped by JetStream.
+package publisher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrInvalidConfig is matched by every problem [Config.Validate] reports.
+	ErrInvalidConfig = errors.New("publisher: invalid configuration")
+	// ErrInvalidEvent is matched by the error of a builder or of Observe
+	// given data that cannot make a valid event (an unknown outcome, an
+	// error on a succeeded outcome, a malformed traceparent, JSON that does
+	// not parse, …). Retrying with the same input fails the same way.
+	ErrInvalidEvent = errors.New("publisher: invalid event")
+	// ErrPublish is matched by the error of a publish that JetStream did not
+	// acknowledge (no stream captures the subject, timeout, connection
+	// closed, …); the error also wraps the cause. The event may or may not
+	// be stored: publish the same message again, its id makes a second copy
+	// a duplicate.
+	ErrPublish = errors.New("publisher: publishing an event failed")
+)
+
+// CloudEvents attributes and headers.
+const (
+	// SpecVersion is the CloudEvents specversion of every event.
+	SpecVersion = "1.0"
+	// ContentType is the Content-Type header of every published event
+	// (CloudEvents structured mode).
+	ContentType = "application/cloudevents+json"
+	// DataContentType is the datacontenttype attribute of every event.
+	DataContentType = "application/json"
+	// HeaderContentType is the NATS header carrying [ContentType].
+	HeaderContentType = "Content-Type"
+	// HeaderTraceparent is the NATS header carrying the W3C traceparent.
+	// NATS headers are case-sensitive: it is lower case, as W3C writes it.
+	HeaderTraceparent = "traceparent"
+	// TimeFormat is the layout of the time attribute and of observed_at:
+	// RFC 3339 in UTC with nanoseconds, always written with nine digits.
+	TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+	// typeNamespace is the first part of every event type. It is fixed: the
+	// subject prefix is a deployment choice, the event type is part of the
+	// contract.
+	typeNamespace = "wxpay"
+)
+
+// DefaultPrefix is the subject prefix used when [Config.Prefix] is empty.
+const DefaultPrefix = "wxpay"
+
+// Config configures a [Publisher].
+type Config struct {
+	// Prefix is the first token of every subject (WXCANCEL_SUBJECT_PREFIX):
+	// 1-32 characters of [A-Za-z0-9_-]. Default [DefaultPrefix].
+	Prefix string
+	// MchID is the platform's merchant id (WXPAY_MCHID), up to 32 digits;
+	// events carry source "wxcancel/<MchID>". Required.
+	MchID string
+	// Clock is the time source of the events' time; default time.Now.
+	Clock func() time.Time
+}
+
+var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c
+}
+
+// Validate reports every problem of c (after defaults) at once; each matches
+// [ErrInvalidConfig].
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if !prefixPattern.MatchString(c.Prefix) {
+		errs = append(errs, fmt.Errorf("%w: Prefix %q must be 1-32 characters of [A-Za-z0-9_-]", ErrInvalidConfig, c.Prefix))
+	}
+	switch {
+	case c.MchID == "":
+		errs = append(errs, fmt.Errorf("%w: MchID is required", ErrInvalidConfig))
+	case len(c.MchID) > 32 || !allDigits(c.MchID):
+		errs = append(errs, fmt.Errorf("%w: MchID %q must be up to 32 digits", ErrInvalidConfig, c.MchID))
+	}
+	return errors.Join(errs...)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Publisher builds wxcancel's events and publishes them to JetStream. It is
+// safe for concurrent use.
+type Publisher struct {
+	js     jetstream.JetStream
+	prefix string
+	source string
+	clock  func() time.Time
+}
+
+// New returns a Publisher publishing through js. It fails, with every
+// problem at once, when js is nil or cfg does not validate.
+func New(js jetstream.JetStream, cfg Config) (*Publisher, error) {
+	err := cfg.Validate()
+	if js == nil {
+		err = errors.Join(err, fmt.Errorf("%w: a JetStream context is required", ErrInvalidConfig))
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Publisher{js: js, prefix: cfg.Prefix, source: "wxcancel/" + cfg.MchID, clock: cfg.Clock}, nil
+}
+
+// Event is a CloudEvents 1.0 event in structured JSON mode, as wxcancel
+// publishes it. Decode a received message's data into it to read an event.
+type Event struct {
+	// SpecVersion is always "1.0".
+	SpecVersion string `json:"specversion"`
+	// ID is unique per event and deterministic: "outcome/<command id>" or
+	// "status/<resource>/<encoded key>/<revision>". It is also the message's
+	// Nats-Msg-Id.
+	ID string `json:"id"`
+	// Source is "wxcancel/<merchant id>".
+	Source string `json:"source"`
+	// Type is "wxpay.<command type>.<outcome>" or "wxpay.status.changed".
+	Type string `json:"type"`
+	// Subject is the command id (outcome events) or "<resource>/<key>"
+	// (status events).
+	Subject string `json:"subject"`
+	// Time is when the event was made, in [TimeFormat].
+	Time string `json:"time"`
+	// DataContentType is always "application/json".
+	DataContentType string `json:"datacontenttype"`
+	// Traceparent is the W3C traceparent of the command that led to the
+	// event (CloudEvents distributed-tracing extension); empty when the
+	// command had none.
+	Traceparent string `json:"traceparent,omitempty"`
+	// Data is the event's payload ([OutcomeData] or [StatusData] shaped).
+	Data json.RawMessage `json:"data"`
+}
+
+// Message is a finished event, ready to publish and to republish: store it
+// (it encodes to JSON and back byte for byte, Data being compact JSON) and
+// pass it to [Publisher.Publish] again to get exactly the same message, which
+// JetStream drops as a duplicate inside its duplicate window.
+type Message struct {
+	// Subject is the NATS subject to publish on.
+	Subject string `json:"subject"`
+	// ID is the event id, sent as Nats-Msg-Id.
+	ID string `json:"id"`
+	// Data is the whole CloudEvent, JSON.
+	Data json.RawMessage `json:"data"`
+	// Traceparent, when not empty, is sent as the traceparent header.
+	Traceparent string `json:"traceparent,omitempty"`
+}
+
+// Publish publishes m with the headers Content-Type
+// (application/cloudevents+json), Nats-Msg-Id (m.ID) and traceparent (when
+// m.Traceparent is set) and waits for JetStream's acknowledgement. A message
+// JetStream already holds (same id, inside the stream's duplicate window)
+// is acknowledged as a duplicate and not stored again; that is a success. It
+// fails with [ErrInvalidEvent] for an incomplete message and with
+// [ErrPublish] when the message is not acknowledged.
+func (p *Publisher) Publish(ctx context.Context, m Message) error {
+	_, err := p.publish(ctx, m)
+	return err
+}
+
+func (p *Publisher) publish(ctx context.Context, m Message) (*jetstream.PubAck, error) {
+	switch {
+	case m.Subject == "" || m.ID == "" || len(m.Data) == 0:
+		return nil, fmt.Errorf("%w: a message needs a subject, an id and data", ErrInvalidEvent)
+	case !headerSafe(m.ID):
+		return nil, fmt.Errorf("%w: event id %q cannot be sent as a header", ErrInvalidEvent, m.ID)
+	case m.Traceparent != "" && !validTraceparent(m.Traceparent):
+		return nil, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, m.Traceparent)
+	}
+	msg := nats.NewMsg(m.Subject)
+	msg.Data = m.Data
+	msg.Header.Set(HeaderContentType, ContentType)
+	if m.Traceparent != "" {
+		msg.Header.Set(HeaderTraceparent, m.Traceparent)
+	}
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s (id %s): %w", ErrPublish, m.Subject, m.ID, err)
+	}
+	return ack, nil
+}
+
+// message completes ev with the attributes every event shares and encodes it.
+func (p *Publisher) message(subject string, ev Event) (Message, error) {
+	ev.SpecVersion = SpecVersion
+	ev.Source = p.source
+	ev.DataContentType = DataContentType
+	if ev.Traceparent != "" && !validTraceparent(ev.Traceparent) {
+		return Message{}, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, ev.Traceparent)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: encoding event %s: %w", ErrInvalidEvent, ev.ID, err)
+	}
+	return Message{Subject: subject, ID: ev.ID, Data: b, Traceparent: ev.Traceparent}, nil
+}
+
+// now is the event time: the clock in UTC, in TimeFormat.
+func (p *Publisher) now() string { return p.clock().UTC().Format(TimeFormat) }
+
+// traceparentPattern is a W3C trace-context traceparent
+// (https://www.w3.org/TR/trace-context/#traceparent-header): version 00-fe,
+// a non-zero trace id and a non-zero parent id, lower-case hex.
+var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+func validTraceparent(s string) bool {
+	return traceparentPattern.MatchString(s) && s[:2] != "ff" &&
+		s[3:35] != "00000000000000000000000000000000" && s[36:52] != "0000000000000000"
+}
+
+// headerSafe reports whether s can be a NATS header value and a JSON string
+// unchanged: valid UTF-8 without control characters.
+func headerSafe(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,483 @@
+package publisher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Resources whose states are tracked (contract §4.2).
+const (
+	// ResourceMerchant: key sub_mchid, state "<merchant_state>/<validate_result>".
+	ResourceMerchant = "merchant"
+	// ResourceCancelWithdraw: key applyment_id, state cancel_state.
+	ResourceCancelWithdraw = "cancel-withdraw"
+	// ResourceCancelApplication: key out_apply_no, state cancel_state.
+	ResourceCancelApplication = "cancel-application"
+	// ResourceApplyment: key business_code, else applyment_id; state
+	// CANCELED after a successful cancel-applyment.
+	ResourceApplyment = "applyment"
+)
+
+// TypeStatusChanged is the type of every status-change event.
+const TypeStatusChanged = typeNamespace + ".status.changed"
+
+// ErrContention is matched by the error of an Observe that lost the
+// compare-and-set of a status record to other writers too many times in a
+// row. Its observation was not recorded (an event it found pending may have
+// been published); observing again is safe.
+var ErrContention = errors.New("publisher: status record kept changing concurrently")
+
+// maxRounds bounds the read-decide-write rounds of one Observe. Every lost
+// round means another writer made progress, so it is only reached under
+// pathological contention.
+const maxRounds = 32
+
+// Observation is the state of a resource as one WeChat Pay answer revealed
+// it.
+type Observation struct {
+	// Resource is one of the Resource constants (required).
+	Resource string
+	// Key identifies the resource (required): sub_mchid, applyment_id,
+	// out_apply_no or business_code. Any text; it is encoded with
+	// [EncodeToken] where it becomes a subject token or a KV key.
+	Key string
+	// SubMchid is the sub-merchant the resource belongs to, when known.
+	SubMchid string
+	// State is the resource's state (required).
+	State string
+	// ModifiedAt is the answer's modify_time/update_time; zero when it has
+	// none. It orders observations: one older than the recorded state never
+	// replaces it.
+	ModifiedAt time.Time
+	// Snapshot is the answer's body (JSON); empty means null.
+	Snapshot json.RawMessage
+	// CommandID is the id of the command whose call made the observation
+	// (required).
+	CommandID string
+	// Traceparent is the command's W3C traceparent, or empty.
+	Traceparent string
+}
+
+// StatusData is the data of a status-change event.
+type StatusData struct {
+	Resource string `json:"resource"`
+	Key      string `json:"key"`
+	// SubMchid is omitted when unknown.
+	SubMchid string `json:"sub_mchid,omitempty"`
+	// PreviousState is omitted when the resource is seen for the first time.
+	PreviousState string `json:"previous_state,omitempty"`
+	State         string `json:"state"`
+	// ObservedAt is when the change was seen, in [TimeFormat].
+	ObservedAt string `json:"observed_at"`
+	CommandID  string `json:"command_id"`
+	// Snapshot is the response body that revealed the state.
+	Snapshot json.RawMessage `json:"snapshot"`
+}
+
+// StatusTracker remembers the last state seen of each resource in a
+// JetStream KV bucket shared by all instances and publishes a
+// wxpay.status.changed event on <prefix>.evt.status.<resource>.<key> (key
+// encoded with [EncodeToken]) whenever an observation reveals a different
+// one. Create it with [Publisher.StatusTracker]; it is safe for concurrent
+// use, and any number of instances may share the bucket.
+//
+// # How a change is published exactly once
+//
+// The bucket holds one record per resource, under the key
+// "<resource>.<encoded key>": the state, the newest modification time seen,
+// the event announcing that state (complete but for its id) and a published
+// flag. Its id is derived from the KV revision the record was written at:
+// "status/<resource>/<encoded key>/<revision>". KV revisions are never
+// reused, so the id names one change; and while a record is unpublished
+// nothing but the "published" mark may replace it, so its revision still
+// is the one its event id was derived from, and anyone reading it rebuilds
+// exactly the same message.
+//
+// Observe reads the record and:
+//
+//  1. if it is not published (its writer crashed, failed to publish, or is
+//     publishing right now), publishes its event and marks it published
+//     first (below);
+//  2. if the state is the one recorded, records a newer modification time
+//     if the observation has one, and publishes nothing;
+//  3. if the observation is older than the record (both have a
+//     modification time and the observation's is earlier), ignores it;
+//  4. otherwise writes the new state with its event, unpublished, by
+//     compare-and-set: kv.Create when there is no record, kv.Update at the
+//     revision read otherwise. One writer wins; a loser reads again and
+//     decides again (now finding the winner's state: case 1 or 2). The
+//     winner then publishes the event (Nats-Msg-Id = its id) and marks the
+//     record published, again by compare-and-set at the revision it wrote.
+//
+// A crash at any point loses nothing and duplicates nothing: before the
+// write nothing happened; between the write and the publish the record is
+// unpublished, and the next Observe of the resource (on any instance) or
+// [StatusTracker.PublishPending] publishes it; between the publish and the
+// mark the next one publishes the same message again, which JetStream drops
+// as a duplicate inside the stream's duplicate window, and, for a record left
+// pending longer than that, it first looks the event up as the last message
+// on its subject and only marks it when found. Two instances that see the
+// same change concurrently both end up publishing the one event of the
+// winning write, which JetStream stores once. Observe returns nil only after
+// JetStream acknowledged the event of every change it wrote or found
+// pending, so a command may be acknowledged after it.
+//
+// Left open by design: an event that aged out of the events stream while its
+// record stayed unpublished (no observation of the resource for the stream's
+// whole retention after a crash between the publish and the mark) is
+// published again.
+type StatusTracker struct {
+	p  *Publisher
+	kv jetstream.KeyValue
+}
+
+// StatusTracker returns a tracker keeping its records in kv, which the
+// caller provisions (one record per resource, no TTL; history 1 suffices).
+// With a nil kv, every call fails with [ErrInvalidConfig].
+func (p *Publisher) StatusTracker(kv jetstream.KeyValue) *StatusTracker {
+	return &StatusTracker{p: p, kv: kv}
+}
+
+// statusRecord is the value of a resource's key in the status bucket.
+type statusRecord struct {
+	Resource string `json:"resource"`
+	Key      string `json:"key"`
+	SubMchid string `json:"sub_mchid,omitempty"`
+	State    string `json:"state"`
+	// ModifiedAt is the newest modification time seen of the resource.
+	ModifiedAt time.Time `json:"modified_at,omitzero"`
+	// Event announces State; its id comes from the revision the record was
+	// written at with Published false.
+	Event pendingEvent `json:"event"`
+	// Published: JetStream acknowledged Event.
+	Published bool `json:"published"`
+}
+
+// pendingEvent is a status event but for its id and the attributes that
+// every event shares.
+type pendingEvent struct {
+	Time        string          `json:"time"`
+	Traceparent string          `json:"traceparent,omitempty"`
+	Data        json.RawMessage `json:"data"`
+}
+
+// errConflict: the record's revision changed under a compare-and-set.
+var errConflict = errors.New("publisher: status record changed concurrently")
+
+// Observe records ob and, when it reveals a change, publishes the
+// status-change event before it returns (see [StatusTracker] for how). It
+// reports whether this call recorded a new state. An event found pending from
+// an earlier, interrupted Observe of the same resource is published first.
+//
+// It fails with [ErrInvalidEvent] for an incomplete observation (unknown
+// resource, empty key, state or command id, a snapshot that is not JSON, a
+// malformed traceparent), with [ErrPublish] when an event was not
+// acknowledged (the change stays recorded and is published by the next
+// Observe of the resource or by PublishPending), with [ErrContention], or
+// with the KV error. Errors never contain the snapshot.
+func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bool, err error) {
+	if t.kv == nil {
+		return false, fmt.Errorf("%w: the status tracker has no bucket", ErrInvalidConfig)
+	}
+	if err := ob.check(); err != nil {
+		return false, err
+	}
+	key := ob.Resource + "." + EncodeToken(ob.Key)
+	for range maxRounds {
+		rec, rev, err := t.load(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		if rec != nil && !rec.Published {
+			if err := t.publishRecorded(ctx, rec, rev, true); err != nil {
+				return false, err
+			}
+			nrev, err := t.markPublished(ctx, key, rec, rev)
+			if err != nil {
+				return false, err
+			}
+			if nrev == 0 { // changed by another instance meanwhile
+				continue
+			}
+			rec.Published, rev = true, nrev
+		}
+		switch {
+		case rec != nil && rec.State == ob.State:
+			if !ob.ModifiedAt.After(rec.ModifiedAt) && (ob.SubMchid == "" || rec.SubMchid != "") {
+				return false, nil
+			}
+			upd := *rec
+			upd.ModifiedAt = later(rec.ModifiedAt, ob.ModifiedAt)
+			if upd.SubMchid == "" {
+				upd.SubMchid = ob.SubMchid
+			}
+			if _, err := t.put(ctx, key, &upd, rev); errors.Is(err, errConflict) {
+				continue
+			} else if err != nil {
+				return false, err
+			}
+			return false, nil
+		case rec != nil && !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(rec.ModifiedAt):
+			return false, nil // older than what is recorded: never moves it back
+		}
+		next, err := t.change(rec, ob)
+		if err != nil {
+			return false, err
+		}
+		nrev, err := t.put(ctx, key, next, rev)
+		if errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := t.publishRecorded(ctx, next, nrev, false); err != nil {
+			return false, err
+		}
+		// A failed mark leaves the record pending: whoever reads it next
+		// finds the event stored (or republishes a duplicate that JetStream
+		// drops) and marks it. The event is stored, so this call succeeded.
+		_, _ = t.markPublished(ctx, key, next, nrev)
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s/%s after %d attempts", ErrContention, ob.Resource, ob.Key, maxRounds)
+}
+
+// PublishPending publishes every recorded change whose event is not known
+// to be published (left by an instance that crashed or lost its connection
+// between recording a change and publishing it) and marks it published. It
+// reads the whole bucket, so run it at start-up or now and then, not per
+// command; Observe already does the same for the resource it observes. It
+// returns how many records it completed, and every error it met (joined).
+func (t *StatusTracker) PublishPending(ctx context.Context) (int, error) {
+	if t.kv == nil {
+		return 0, fmt.Errorf("%w: the status tracker has no bucket", ErrInvalidConfig)
+	}
+	type pending struct {
+		key string
+		rec *statusRecord
+		rev uint64
+	}
+	var todo []pending
+	var errs []error
+	w, err := t.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return 0, fmt.Errorf("publisher: reading the status bucket: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+scan:
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				if err := context.Cause(ctx); err != nil {
+					return 0, fmt.Errorf("publisher: reading the status bucket: %w", err)
+				}
+				return 0, errors.New("publisher: reading the status bucket: the watch ended early")
+			}
+			if e == nil { // every current value was delivered
+				break scan
+			}
+			rec, err := decodeRecord(e.Key(), e.Value())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !rec.Published {
+				todo = append(todo, pending{e.Key(), rec, e.Revision()})
+			}
+		case <-ctx.Done():
+			return 0, fmt.Errorf("publisher: reading the status bucket: %w", context.Cause(ctx))
+		}
+	}
+	_ = w.Stop()
+	n := 0
+	for _, p := range todo {
+		if err := t.publishRecorded(ctx, p.rec, p.rev, true); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := t.markPublished(ctx, p.key, p.rec, p.rev); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (ob Observation) check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: observation of %s/%s: %s", ErrInvalidEvent, ob.Resource, ob.Key, fmt.Sprintf(format, args...))
+	}
+	switch ob.Resource {
+	case ResourceMerchant, ResourceCancelWithdraw, ResourceCancelApplication, ResourceApplyment:
+	default:
+		return bad("resource %q is not %s, %s, %s or %s", ob.Resource,
+			ResourceMerchant, ResourceCancelWithdraw, ResourceCancelApplication, ResourceApplyment)
+	}
+	for _, f := range []struct{ name, value string }{{"key", ob.Key}, {"state", ob.State}, {"command id", ob.CommandID}} {
+		if problem := nameProblem(f.name, f.value); problem != "" {
+			return bad("%s", problem)
+		}
+	}
+	switch {
+	case ob.SubMchid != "" && !headerSafe(ob.SubMchid):
+		return bad("sub_mchid is not valid UTF-8 without control characters")
+	case ob.Traceparent != "" && !validTraceparent(ob.Traceparent):
+		return bad("traceparent %q is not a W3C traceparent", ob.Traceparent)
+	case len(bytes.TrimSpace(ob.Snapshot)) > 0 && !json.Valid(ob.Snapshot):
+		return bad("the snapshot is not JSON")
+	}
+	return nil
+}
+
+// change returns the record announcing ob's state after rec (nil: none).
+func (t *StatusTracker) change(rec *statusRecord, ob Observation) (*statusRecord, error) {
+	now := t.p.now()
+	next := &statusRecord{Resource: ob.Resource, Key: ob.Key, SubMchid: ob.SubMchid, State: ob.State, ModifiedAt: ob.ModifiedAt}
+	data := StatusData{Resource: ob.Resource, Key: ob.Key, State: ob.State, ObservedAt: now, CommandID: ob.CommandID, Snapshot: ob.Snapshot}
+	if rec != nil {
+		data.PreviousState = rec.State
+		next.ModifiedAt = later(rec.ModifiedAt, ob.ModifiedAt)
+		if next.SubMchid == "" {
+			next.SubMchid = rec.SubMchid
+		}
+	}
+	data.SubMchid = next.SubMchid
+	if len(bytes.TrimSpace(data.Snapshot)) == 0 {
+		data.Snapshot = json.RawMessage("null")
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding the status of %s/%s: %w", ErrInvalidEvent, ob.Resource, ob.Key, err)
+	}
+	next.Event = pendingEvent{Time: now, Traceparent: ob.Traceparent, Data: b}
+	return next, nil
+}
+
+// message is the event of rec, written at revision rev.
+func (t *StatusTracker) message(rec *statusRecord, rev uint64) (Message, error) {
+	token := EncodeToken(rec.Key)
+	return t.p.message(t.p.prefix+".evt.status."+rec.Resource+"."+token, Event{
+		ID:          "status/" + rec.Resource + "/" + token + "/" + strconv.FormatUint(rev, 10),
+		Type:        TypeStatusChanged,
+		Subject:     rec.Resource + "/" + rec.Key,
+		Time:        rec.Event.Time,
+		Traceparent: rec.Event.Traceparent,
+		Data:        rec.Event.Data,
+	})
+}
+
+// publishRecorded publishes the event of rec, written at rev. With lookup,
+// a record that may have been published long ago (found pending), it first
+// checks whether the last message on the event's subject is that event, so
+// that it is not stored again once the duplicate window has passed; when
+// the check cannot be made (no permission, stream unreachable) it publishes
+// and relies on the duplicate window.
+func (t *StatusTracker) publishRecorded(ctx context.Context, rec *statusRecord, rev uint64, lookup bool) error {
+	msg, err := t.message(rec, rev)
+	if err != nil {
+		return err
+	}
+	if lookup && t.stored(ctx, msg) {
+		return nil
+	}
+	_, err = t.p.publish(ctx, msg)
+	return err
+}
+
+// stored reports whether the last message on msg's subject is msg.
+func (t *StatusTracker) stored(ctx context.Context, msg Message) bool {
+	name, err := t.p.js.StreamNameBySubject(ctx, msg.Subject)
+	if err != nil {
+		return false
+	}
+	s, err := t.p.js.Stream(ctx, name)
+	if err != nil {
+		return false
+	}
+	last, err := s.GetLastMsgForSubject(ctx, msg.Subject)
+	return err == nil && last.Header.Get(jetstream.MsgIDHeader) == msg.ID
+}
+
+// markPublished records that rec's event (rec written at rev) is stored. It
+// returns the new revision, or 0 when the record changed meanwhile (another
+// instance marked it first).
+func (t *StatusTracker) markPublished(ctx context.Context, key string, rec *statusRecord, rev uint64) (uint64, error) {
+	done := *rec
+	done.Published = true
+	nrev, err := t.put(ctx, key, &done, rev)
+	if errors.Is(err, errConflict) {
+		return 0, nil
+	}
+	return nrev, err
+}
+
+// load returns the record of key and its revision; nil and 0 when there is
+// none.
+func (t *StatusTracker) load(ctx context.Context, key string) (*statusRecord, uint64, error) {
+	e, err := t.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("publisher: reading status record %s: %w", key, err)
+	}
+	rec, err := decodeRecord(key, e.Value())
+	if err != nil {
+		return nil, 0, err
+	}
+	return rec, e.Revision(), nil
+}
+
+func decodeRecord(key string, value []byte) (*statusRecord, error) {
+	var rec statusRecord
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return nil, fmt.Errorf("publisher: status record %s is corrupt: %w", key, err)
+	}
+	if rec.Resource == "" || rec.Key == "" || rec.State == "" || len(rec.Event.Data) == 0 {
+		return nil, fmt.Errorf("publisher: status record %s is corrupt: resource, key, state or event missing", key)
+	}
+	return &rec, nil
+}
+
+// put writes rec under key by compare-and-set: created when rev is 0,
+// updated at revision rev otherwise. It returns the new revision, or
+// errConflict when the record is no longer at rev.
+func (t *StatusTracker) put(ctx context.Context, key string, rec *statusRecord, rev uint64) (uint64, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("publisher: encoding status record %s: %w", key, err)
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = t.kv.Create(ctx, key, b)
+	} else {
+		nrev, err = t.kv.Update(ctx, key, b, rev)
+	}
+	// Create reports an existing key as ErrKeyExists; Update reports a stale
+	// revision as ErrKeyRevisionMismatch, which on replicated buckets (code
+	// 10164) ErrKeyExists does not match (nats.go v1.55 jetstream/kv.go).
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return 0, errConflict
+	case err != nil:
+		return 0, fmt.Errorf("publisher: writing status record %s: %w", key, err)
+	}
+	return nrev, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,108 @@
+package publisher
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrInvalidToken is matched by the error of [DecodeToken] for text that
+// [EncodeToken] cannot have produced.
+var ErrInvalidToken = errors.New("publisher: invalid encoded token")
+
+const upperHex = "0123456789ABCDEF"
+
+// tokenEscape starts an escaped byte in an encoded token. It is valid in KV
+// keys ([-/_=.a-zA-Z0-9]) and in NATS subject tokens, and is not one of the
+// bytes kept as they are.
+const tokenEscape = '='
+
+// plainTokenByte reports whether c is kept as it is by [EncodeToken].
+func plainTokenByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
+
+// EncodeToken maps any string to one that is usable both as a NATS subject
+// token and as (part of) a JetStream KV key: the bytes [A-Za-z0-9_-] are kept
+// and every other byte is written as '=' followed by two upper-case hex
+// digits (so "cmd:1.a" becomes "cmd=3A1=2Ea"). Identifiers made only of
+// [A-Za-z0-9_-] are therefore unchanged. The encoding is reversible with
+// [DecodeToken] and injective: two different strings never share an
+// encoding. The empty string encodes to the empty string, which is not a
+// valid token or key: callers must not encode empty names.
+func EncodeToken(s string) string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !plainTokenByte(s[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 2*n)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if plainTokenByte(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte(tokenEscape)
+		b.WriteByte(upperHex[c>>4])
+		b.WriteByte(upperHex[c&0x0f])
+	}
+	return b.String()
+}
+
+// DecodeToken reverses [EncodeToken]. It accepts only the canonical encoding
+// (upper-case hex digits, and no escape of a byte that is kept as it is), so
+// that DecodeToken(t) succeeds exactly when t == EncodeToken(result). Other
+// input yields an error matching [ErrInvalidToken] naming the offending
+// offset.
+func DecodeToken(t string) (string, error) {
+	if strings.IndexByte(t, tokenEscape) < 0 {
+		for i := 0; i < len(t); i++ {
+			if !plainTokenByte(t[i]) {
+				return "", fmt.Errorf("%w: byte 0x%02X at offset %d is not allowed", ErrInvalidToken, t[i], i)
+			}
+		}
+		return t, nil
+	}
+	b := make([]byte, 0, len(t))
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		switch {
+		case plainTokenByte(c):
+			b = append(b, c)
+		case c == tokenEscape:
+			if i+2 >= len(t) {
+				return "", fmt.Errorf("%w: escape at offset %d is truncated", ErrInvalidToken, i)
+			}
+			hi, ok1 := upperHexValue(t[i+1])
+			lo, ok2 := upperHexValue(t[i+2])
+			if !ok1 || !ok2 {
+				return "", fmt.Errorf("%w: escape at offset %d is not followed by two upper-case hex digits", ErrInvalidToken, i)
+			}
+			v := hi<<4 | lo
+			if plainTokenByte(v) {
+				return "", fmt.Errorf("%w: escape at offset %d encodes %q, which is never escaped", ErrInvalidToken, i, v)
+			}
+			b = append(b, v)
+			i += 2
+		default:
+			return "", fmt.Errorf("%w: byte 0x%02X at offset %d is not allowed", ErrInvalidToken, c, i)
+		}
+	}
+	return string(b), nil
+}
+
+func upperHexValue(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,92 @@
+package publisher_test
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/wxcancel/wxcancel/publisher"
+)
+
+// kvKeyPattern is what JetStream accepts as a KV key; a subject token must
+// in addition have no '.', '*', '>' or whitespace.
+var kvKeyPattern = regexp.MustCompile(`^[-/_=\.a-zA-Z0-9]+$`)
+
+func validToken(s string) bool {
+	return kvKeyPattern.MatchString(s) && !strings.ContainsAny(s, ".*> \t\r\n/")
+}
+
+func TestEncodeToken(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"validate-cancel", "validate-cancel"},
+		{"ABC_xyz-09", "ABC_xyz-09"},
+		{"cmd:2025.001", "cmd=3A2025=2E001"},
+		{"a b*c>d/e=f", "a=20b=2Ac=3Ed=2Fe=3Df"},
+		{"注销", "=E6=B3=A8=E9=94=80"},
+		{"\x00\xff", "=00=FF"},
+		{"=", "=3D"},
+	}
+	for _, tt := range tests {
+		got := publisher.EncodeToken(tt.in)
+		if got != tt.want {
+			t.Errorf("EncodeToken(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		back, err := publisher.DecodeToken(got)
+		if err != nil || back != tt.in {
+			t.Errorf("DecodeToken(%q) = %q, %v", got, back, err)
+		}
+	}
+}
+
+func TestDecodeTokenRejectsNonCanonical(t *testing.T) {
+	for _, in := range []string{
+		"a.b",  // '.' is always escaped
+		"a b",  // so is a space
+		"=3a",  // lower-case hex
+		"=41",  // 'A' is never escaped
+		"=2",   // truncated
+		"abc=", // truncated
+		"=G0",  // not hex
+		"é",    // not ASCII
+	} {
+		if got, err := publisher.DecodeToken(in); !errors.Is(err, publisher.ErrInvalidToken) {
+			t.Errorf("DecodeToken(%q) = %q, %v; want ErrInvalidToken", in, got, err)
+		}
+	}
+}
+
+func FuzzTokenRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "wxpay", "cmd:2025.001", "a.b*c>d", "=3A", "注销 ", "\x00\xff\n", "seq-18446744073709551615"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		enc := publisher.EncodeToken(s)
+		if s != "" && !validToken(enc) {
+			t.Fatalf("EncodeToken(%q) = %q is not a valid KV key and subject token", s, enc)
+		}
+		dec, err := publisher.DecodeToken(enc)
+		if err != nil || dec != s {
+			t.Fatalf("DecodeToken(EncodeToken(%q)) = %q, %v", s, dec, err)
+		}
+	})
+}
+
+func FuzzDecodeToken(f *testing.F) {
+	for _, s := range []string{"", "abc", "=3A", "=3a", "=41", "=", "a=2", "a.b", "=E6=B3=A8"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		dec, err := publisher.DecodeToken(s)
+		if err != nil {
+			if !errors.Is(err, publisher.ErrInvalidToken) {
+				t.Fatalf("DecodeToken(%q): error %v does not match ErrInvalidToken", s, err)
+			}
+			return
+		}
+		// Only canonical encodings decode: the encoding is a bijection.
+		if enc := publisher.EncodeToken(dec); enc != s {
+			t.Fatalf("DecodeToken(%q) = %q, which encodes to %q", s, dec, enc)
+		}
+	})
+}
