@@ -11,6 +11,13 @@ import (
 	"time"
 )
 
+// CheckBaseURL reports why raw cannot be a base URL of a [Client] (nil when
+// it can): configuration layers call it to report every problem at once.
+func CheckBaseURL(raw string) error {
+	_, err := parseBaseURL("base URL", raw)
+	return err
+}
+
 // parseBaseURL checks a base URL: https://host[:port], or http:// to a
 // loopback host (127.0.0.0/8, ::1, localhost) for simulators and tests. No
 // user info, path, query or fragment. Error messages show the URL without any

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/wxpay"
+)
+
+const serveHelp = `Usage: wxcancel serve [flags]
+
+Consumes commands from <prefix>.cmd.>, executes them against WeChat Pay and
+publishes outcome and status events. Every flag is also an environment
+variable (named in its description); a flag wins. Invalid or missing settings
+stop the program at start with one message naming every problem (exit 2).
+
+Example:
+  WXPAY_MCHID=1900000001 WXPAY_CERT_SERIAL_NO=… WXPAY_PRIVATE_KEY_FILE=apiclient_key.pem \
+  WXPAY_PUBLIC_KEY_ID=PUB_KEY_ID_… WXPAY_PUBLIC_KEY_FILE=pub_key.pem \
+  NATS_URL=nats://127.0.0.1:4222 wxcancel serve
+
+Flags:
+`
+
+// serveFlags parses the configuration of serve (and of demo, which runs the
+// same service).
+type serveFlags struct {
+	cfg      consumer.Config
+	logLevel string
+	logFile  string
+}
+
+func parseServeFlags(a *app, name, help string, args []string, extra func(fs *flag.FlagSet)) (*serveFlags, error) {
+	sf := &serveFlags{cfg: consumer.DefaultConfig()}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() { fmt.Fprint(a.stderr, help); fs.PrintDefaults() }
+	sf.cfg.Bind(fs, a.getenv)
+	fs.StringVar(&sf.logLevel, "log-level", envOr(a.getenv, "WXCANCEL_LOG_LEVEL", "info"), "debug, info, warn or error (env WXCANCEL_LOG_LEVEL)")
+	fs.StringVar(&sf.logFile, "log-file", a.getenv("WXCANCEL_LOG_FILE"), "also append JSON logs to this file (env WXCANCEL_LOG_FILE)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	return sf, nil
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func runServe(ctx context.Context, a *app, args []string) error {
+	sf, err := parseServeFlags(a, "serve", serveHelp, args, nil)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, closeLog, err := newLogger(logOptions{level: sf.logLevel, file: sf.logFile, w: a.stderr, text: isTerminalWriter(a.stderr)})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	defer closeLog()
+	return serve(ctx, sf.cfg, log, nil)
+}
+
+// serveHooks lets the demo and tests observe a running service.
+type serveHooks struct {
+	// clientOverride adjusts the WeChat Pay client configuration.
+	clientOverride func(*wxpay.Config)
+	// started is called once the service consumes.
+	started func(*consumer.Service, jetstream.JetStream)
+}
+
+// serve runs the service until ctx ends. Configuration problems are reported
+// all at once and wrapped in errUsage.
+func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *serveHooks) error {
+	vErr := cfg.Validate()
+	wcfg, cErr := cfg.ClientConfig()
+	if err := errors.Join(vErr, cErr); err != nil {
+		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
+	}
+	if hooks != nil && hooks.clientOverride != nil {
+		hooks.clientOverride(&wcfg)
+	}
+	client, err := wxpay.NewClient(wcfg)
+	if err != nil {
+		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
+	}
+
+	if len(cfg.NATSURLs) == 0 {
+		dir, _ := filepath.Abs(cfg.EmbeddedStoreDir)
+		log.Warn("NATS_URL is unset: running an embedded JetStream server in-process; not for production", "store_dir", dir)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("embedded NATS store: %w", err)
+		}
+		ns, err := consumer.EmbeddedServer("127.0.0.1", -1, dir)
+		if err != nil {
+			return err
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		cfg.NATSURLs = []string{ns.ClientURL()}
+	}
+	nc, err := consumer.Connect(cfg, "wxcancel serve", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := consumer.NewMetrics(reg)
+
+	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
+	svc, err := consumer.New(startCtx, cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics})
+	cancelStart()
+	if err != nil {
+		return err
+	}
+
+	var srv *http.Server
+	if cfg.HTTPAddr != "-" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("WXCANCEL_HTTP_ADDR: %w", err)
+		}
+		srv = &http.Server{Handler: opsHandler(reg, svc, nc.IsConnected), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("ops HTTP server stopped", "err", err)
+			}
+		}()
+		log.Info("serving /metrics, /healthz, /readyz", "addr", ln.Addr().String())
+	}
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- svc.Run(ctx) }()
+	if hooks != nil && hooks.started != nil {
+		for !svc.Ready() {
+			select {
+			case err := <-runErr:
+				return err
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		hooks.started(svc, js)
+	}
+	err = <-runErr
+	if srv != nil {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(shutCtx)
+		cancel()
+	}
+	if dErr := nc.Drain(); dErr != nil {
+		log.Warn("draining the NATS connection", "err", dErr)
+	}
+	return err
+}
+
+// opsHandler serves /metrics, /healthz (the process is alive) and /readyz
+// (provisioned, consuming and connected to NATS).
+func opsHandler(reg *prometheus.Registry, svc *consumer.Service, connected func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !svc.Ready():
+			http.Error(w, "not consuming", http.StatusServiceUnavailable)
+		case !connected():
+			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ready")
+		}
+	})
+	return mux
+}
+
+// indent lists the problems of a joined error one per line.
+func indent(err error) string {
+	var out string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		out += "  - " + e.Error() + "\n"
+	}
+	walk(err)
+	return out
+}
+
+func isTerminalWriter(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminal(f)
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+// syncBuffer is a bytes.Buffer safe for a running subcommand and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envFunc(env map[string]string) func(string) string {
+	return func(k string) string { return env[k] }
+}
+
+// simEnv starts a simulator over HTTP and returns the environment a serve
+// needs to talk to it.
+func simEnv(t *testing.T, o wxpaysim.Options) (*wxpaysim.Server, map[string]string) {
+	t.Helper()
+	sim, err := wxpaysim.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := wxpaysim.NewMerchant("1900000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.RegisterMerchant(m)
+	hs := httptest.NewServer(sim)
+	t.Cleanup(hs.Close)
+	files, err := sim.WriteKeys(t.TempDir(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"WXPAY_BASE_URL": hs.URL, "WXPAY_BACKUP_BASE_URL": "-"}
+	for _, kv := range files.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return sim, env
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestServeReportsEveryConfigurationProblem(t *testing.T) {
+	dir := t.TempDir()
+	// A private key given where the public key belongs: the error must
+	// name the file, never print its content.
+	_, env := simEnv(t, wxpaysim.Options{})
+	key, _ := os.ReadFile(env["WXPAY_PRIVATE_KEY_FILE"])
+	env["WXPAY_PUBLIC_KEY_FILE"] = env["WXPAY_PRIVATE_KEY_FILE"]
+	env["WXPAY_MCHID"] = "19x"
+	env["WXPAY_BASE_URL"] = "http://api.example.com"
+	env["WXCANCEL_CONCURRENCY"] = "0"
+	env["WXCANCEL_MAX_DELIVER"] = "many"
+	env["WXCANCEL_EMBEDDED_STORE_DIR"] = filepath.Join(dir, "nats")
+	var stdout, stderr syncBuffer
+	code := run(t.Context(), &app{stdout: &stdout, stderr: &stderr, getenv: envFunc(env)}, []string{"serve"})
+	if code != exitUsage {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, stderr.String())
+	}
+	out := stderr.String()
+	for _, want := range []string{"WXPAY_MCHID", "WXPAY_BASE_URL", "WXCANCEL_CONCURRENCY", "WXCANCEL_MAX_DELIVER", "WXPAY_PUBLIC_KEY_FILE"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the message does not name %s:\n%s", want, out)
+		}
+	}
+	block := strings.Split(string(key), "\n")[1]
+	if strings.Contains(out, block) || strings.Contains(out, "PRIVATE KEY-----") {
+		t.Errorf("key material in the error message:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nats")); err == nil {
+		t.Error("an invalid configuration still started an embedded server")
+	}
+}
+
+// TestServe runs the serve subcommand against a NATS server and the
+// simulator: it becomes ready, executes a command, exposes metrics and
+// exits 0 on shutdown.
+func TestServe(t *testing.T) {
+	ns, err := consumer.EmbeddedServer("127.0.0.1", -1, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	sim, env := simEnv(t, wxpaysim.Options{AutoCreate: true})
+	addr := freeAddr(t)
+	env["NATS_URL"] = ns.ClientURL()
+	env["WXCANCEL_HTTP_ADDR"] = addr
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var stdout, stderr syncBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, &app{stdout: &stdout, stderr: &stderr, getenv: envFunc(env)}, []string{"serve"})
+	}()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := get("/readyz"); code == http.StatusOK {
+			break
+		}
+		select {
+		case c := <-exit:
+			t.Fatalf("serve exited %d before it was ready:\n%s", c, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never answered 200:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	sub, err := nc.SubscribeSync("wxpay.evt.validate-cancel.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg("wxpay.cmd.validate-cancel")
+	msg.Header.Set(jetstream.MsgIDHeader, "serve-1")
+	msg.Data = []byte(`{"sub_mchid":"1900000109"}`)
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := sub.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no outcome event: %v\n%s", err, stderr.String())
+	}
+	var ce struct {
+		Type    string `json:"type"`
+		Subject string `json:"subject"`
+	}
+	if err := json.Unmarshal(ev.Data, &ce); err != nil || ce.Type != "wxpay.validate-cancel.succeeded" || ce.Subject != "serve-1" {
+		t.Errorf("outcome event %s (%v)", ev.Data, err)
+	}
+	if n := sim.Count(wxpaysim.EndpointValidateCancel); n != 1 {
+		t.Errorf("WeChat Pay saw %d requests", n)
+	}
+
+	_, metrics := get("/metrics")
+	for _, want := range []string{
+		`wxcancel_commands_total{outcome="succeeded",type="validate-cancel"} 1`,
+		`wxcancel_wxpay_requests_total{endpoint="validate-cancel",status="200"} 1`,
+		`wxcancel_wxpay_request_duration_seconds_count{endpoint="validate-cancel"} 1`,
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	cancel()
+	select {
+	case c := <-exit:
+		if c != exitOK {
+			t.Errorf("serve exited %d after SIGTERM-like shutdown:\n%s", c, stderr.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	logs := stderr.String()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+		}
+	}
+	if !strings.Contains(logs, `"command_id":"serve-1"`) || !strings.Contains(logs, `"msg":"drained"`) {
+		t.Errorf("logs lack the command or the drain:\n%s", logs)
+	}
+}

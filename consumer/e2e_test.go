@@ -1,0 +1,505 @@
+package consumer_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/schemas"
+	"github.com/wxcancel/wxcancel/wxpay"
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+const subMchid = "1900000109"
+
+func confirmBody(applymentID string) map[string]any {
+	return map[string]any{
+		"applyment_id": applymentID, "sub_mchid": subMchid, "operator_identification": "运营张三01",
+		"confirm_time": "2026-12-01T10:00:00+08:00", "cancel_contract_version": "V20241213",
+	}
+}
+
+// TestEveryCommandType runs one command of each type through the service
+// and checks the request WeChat Pay received, the outcome event and the
+// status events.
+func TestEveryCommandType(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: "1900000110"})
+	app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm, OutRequestNo: "P100"})
+	h.sim.PutCancelApplication(wxpaysim.CancelApplication{OutApplyNo: "OA100", SubMchid: subMchid})
+	h.sim.PutApplyment(wxpaysim.Applyment{BusinessCode: "1900013511_10000"})
+	h.start("a")
+
+	const accountNumber = "6222021234567890123"
+	steps := []struct {
+		id, ctype string
+		body      any
+		check     func(t *testing.T, e event, req wxpaysim.Request)
+	}{
+		{"v1", "validate-cancel", map[string]any{"sub_mchid": subMchid}, func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.Method != "GET" || req.URI != "/v3/ecommerce/account/apply-cancel-withdraw/validate-cancel/"+subMchid {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+			if r := e.result(); r["merchant_state"] != "NORMAL" || r["validate_result"] != "ALLOW_CANCEL_WITHDRAW" {
+				t.Errorf("result %v", r)
+			}
+		}},
+		{"q1", "query-cancel-withdraw", map[string]any{"applyment_id": app.ApplymentID}, func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.URI != "/v3/ecommerce/account/apply-cancel-withdraw/applyment-id/"+app.ApplymentID {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+			if r := e.result(); r["cancel_state"] != "WAITING_MERCHANT_CONFIRM" {
+				t.Errorf("result %v", r)
+			}
+		}},
+		{"c1", "confirm-cancel", confirmBody(app.ApplymentID), func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.Method != "POST" || req.URI != "/v3/ecommerce/account/apply-cancel-withdraw/confirm" {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+			for _, want := range []string{`"applyment_id":"` + app.ApplymentID + `"`, `"confirm_time":"2026-12-01T10:00:00+08:00"`, `"cancel_contract_version":"V20241213"`} {
+				if !bytes.Contains(req.Body, []byte(want)) {
+					t.Errorf("request body lacks %s: %s", want, req.Body)
+				}
+			}
+			if a, _ := h.sim.CancelWithdraw(app.ApplymentID); a.State == wxpay.CancelWaitingMerchantConfirm {
+				t.Errorf("the application is still %s after the confirmation", a.State)
+			}
+		}},
+		{"q2", "query-cancel-withdraw", map[string]any{"out_request_no": "P100"}, func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.URI != "/v3/ecommerce/account/apply-cancel-withdraw/out-request-no/P100" {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+		}},
+		{"qa1", "query-cancel-application", map[string]any{"out_apply_no": "OA100"}, func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.URI != "/v3/ecommerce/account/cancel-applications/out-apply-no/OA100" {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+			if r := e.result(); r["cancel_state"] != "REVIEWING" {
+				t.Errorf("result %v", r)
+			}
+		}},
+		{"ca1", "cancel-applyment", map[string]any{"business_code": "1900013511_10000"}, func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.Method != "POST" || req.URI != "/v3/apply4subject/applyment/1900013511_10000/cancel" {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+			if r, ok := e.Data["result"]; !ok || r != nil {
+				t.Errorf("result of a 204 = %v, want null", r)
+			}
+			if a, _ := h.sim.Applyment("1900013511_10000"); !a.Canceled {
+				t.Error("the applyment is not cancelled")
+			}
+		}},
+		{"ap1", "apply-cancel-withdraw", map[string]any{
+			"sub_mchid": "1900000110", "out_request_no": "P200", "withdraw": "APPLY_WITHDRAW",
+			"payee_info": map[string]any{"account_type": "ACCOUNT_TYPE_CORPORATE", "bank_account_info": map[string]any{
+				"account_name": "深圳某某科技有限公司", "account_bank": "工商银行", "bank_name": "中国工商银行股份有限公司深圳分行", "account_number": accountNumber}},
+		}, func(t *testing.T, e event, req wxpaysim.Request) {
+			if req.Method != "POST" || req.URI != "/v3/ecommerce/account/apply-cancel-withdraw" {
+				t.Errorf("request %s %s", req.Method, req.URI)
+			}
+			if bytes.Contains(req.Body, []byte(accountNumber)) || bytes.Contains(req.Body, []byte("深圳某某科技有限公司")) {
+				t.Errorf("sensitive fields were sent in the clear: %s", req.Body)
+			}
+			id, _ := e.result()["applyment_id"].(string)
+			stored, ok := h.sim.CancelWithdraw(id)
+			if !ok || stored.Payee == nil || stored.Payee.BankAccountInfo == nil || stored.Payee.BankAccountInfo.AccountNumber != accountNumber {
+				t.Errorf("WeChat Pay did not decrypt the payee: %+v (result %v)", stored.Payee, e.result())
+			}
+		}},
+	}
+	for _, st := range steps {
+		before := len(h.sim.Requests())
+		h.send(st.ctype, st.id, st.body)
+		got := h.waitOutcomes(st.id)
+		e := one(t, got, st.id)
+		if e.Type != "wxpay."+st.ctype+".succeeded" || e.Subject != "wxpay.evt."+st.ctype+".succeeded" {
+			t.Errorf("%s: event type %s on %s, want succeeded: %s", st.id, e.Type, e.Subject, e.Raw)
+			continue
+		}
+		if e.attempts() != 1 || e.Data["command_type"] != st.ctype || e.Data["command_id"] != st.id {
+			t.Errorf("%s: data %v", st.id, e.Data)
+		}
+		reqs := h.sim.Requests()
+		if len(reqs) != before+1 {
+			t.Fatalf("%s: %d WeChat Pay requests, want 1", st.id, len(reqs)-before)
+		}
+		st.check(t, e, reqs[before])
+	}
+
+	statuses := h.statuses()
+	wantStates := map[string][]string{
+		"merchant/" + subMchid:               {"NORMAL/ALLOW_CANCEL_WITHDRAW"},
+		"cancel-withdraw/" + app.ApplymentID: {"WAITING_MERCHANT_CONFIRM", "SYSTEM_PROCESSING"},
+		"cancel-application/OA100":           {"REVIEWING"},
+		"applyment/1900013511_10000":         {"CANCELED"},
+	}
+	for key, want := range wantStates {
+		var got []string
+		for _, e := range statuses[key] {
+			got = append(got, fmt.Sprint(e.Data["state"]))
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("status events of %s: %v, want %v", key, got, want)
+		}
+	}
+	if evs := statuses["cancel-withdraw/"+app.ApplymentID]; len(evs) == 2 && evs[1].Data["previous_state"] != "WAITING_MERCHANT_CONFIRM" {
+		t.Errorf("second status event: previous_state %v", evs[1].Data["previous_state"])
+	}
+	if logs := h.logs.String(); strings.Contains(logs, accountNumber) || strings.Contains(logs, "运营张三01") {
+		t.Error("personal data reached the logs")
+	}
+}
+
+// TestRejections: every invalid command yields one rejected event naming
+// the problem, and WeChat Pay never hears of it.
+func TestRejections(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	h.start("a")
+	huge := `{"sub_mchid":"` + strings.Repeat("1", 70<<10) + `"}`
+	cases := []struct {
+		id, ctype, body string
+		field, rule     string
+	}{
+		{"r-json", "validate-cancel", `{"sub_mchid":`, "", ""},
+		{"r-unknown-field", "validate-cancel", `{"sub_mchid":"1900000109","mchid":"1"}`, "mchid", "unknown_field"},
+		{"r-type", "validate-cancel", `{"sub_mchid":1900000109}`, "sub_mchid", "type"},
+		{"r-required", "confirm-cancel", `{"applyment_id":"X1"}`, "sub_mchid", "required"},
+		{"r-trailing", "validate-cancel", `{"sub_mchid":"1900000109"} {}`, "", ""},
+		{"r-utf8", "validate-cancel", "{\"sub_mchid\":\"19\xff\"}", "", ""},
+		{"r-huge", "validate-cancel", huge, "", ""},
+		{"r-path", "query-cancel-withdraw", `{"applyment_id":"../../v3/pay"}`, "applyment_id", "identifier"},
+		{"r-both", "query-cancel-withdraw", `{"applyment_id":"A1","out_request_no":"P1"}`, "", ""},
+		{"r-time", "confirm-cancel", `{"applyment_id":"X1","sub_mchid":"1900000109","operator_identification":"id","confirm_time":"2024-01-15","cancel_contract_version":"V1"}`, "confirm_time", "rfc3339"},
+		{"r-unknown-type", "bogus", `{}`, "", ""},
+		{"r-bad-id!", "validate-cancel", `{"sub_mchid":"1900000109"}`, "", "command_id"},
+	}
+	var ids []string
+	for _, c := range cases {
+		seq := h.send(c.ctype, c.id, c.body).Sequence
+		if strings.HasSuffix(c.id, "!") {
+			ids = append(ids, fmt.Sprintf("seq-%d", seq))
+		} else {
+			ids = append(ids, c.id)
+		}
+	}
+	got := h.waitOutcomes(ids...)
+	for i, c := range cases {
+		e := one(t, got, ids[i])
+		if e.Type != "wxpay."+c.ctype+".rejected" || e.Subject != "wxpay.evt."+c.ctype+".rejected" {
+			t.Errorf("%s: %s on %s, want rejected", c.id, e.Type, e.Subject)
+			continue
+		}
+		if e.errorCode() != schemas.CodeInvalidCommand || e.attempts() != 0 {
+			t.Errorf("%s: code %s, attempts %d", c.id, e.errorCode(), e.attempts())
+		}
+		errData, _ := e.Data["error"].(map[string]any)
+		vs, _ := errData["violations"].([]any)
+		if len(vs) == 0 {
+			t.Errorf("%s: no violations: %s", c.id, e.Raw)
+			continue
+		}
+		if c.rule != "" {
+			found := false
+			for _, v := range vs {
+				v := v.(map[string]any)
+				found = found || (v["field"] == c.field && v["rule"] == c.rule)
+			}
+			if !found {
+				t.Errorf("%s: violations %v lack {%s %s}", c.id, vs, c.field, c.rule)
+			}
+		}
+	}
+	if n := h.sim.Total(); n != 0 {
+		t.Errorf("WeChat Pay received %d requests for invalid commands", n)
+	}
+}
+
+// TestTransientFailuresRetried: SYSTEM_ERROR and 429 are retried with a new
+// signature each time until the command succeeds.
+func TestTransientFailuresRetried(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	if err := h.sim.SetFaults(
+		wxpaysim.Fault{Kind: wxpaysim.SystemError, Endpoint: wxpaysim.EndpointValidateCancel, Times: 2},
+		wxpaysim.Fault{Kind: wxpaysim.RateLimit, Endpoint: wxpaysim.EndpointQueryCancelApplication, Times: 1, RetryAfter: time.Millisecond},
+	); err != nil {
+		t.Fatal(err)
+	}
+	h.start("a")
+	h.send("validate-cancel", "t1", map[string]any{"sub_mchid": subMchid})
+	h.send("query-cancel-application", "t2", map[string]any{"out_apply_no": "OA1"})
+	got := h.waitOutcomes("t1", "t2")
+	for id, attempts := range map[string]int{"t1": 3, "t2": 2} {
+		e := one(t, got, id)
+		if e.outcome() != "succeeded" || e.attempts() != attempts {
+			t.Errorf("%s: %s after %d attempts, want succeeded after %d: %s", id, e.outcome(), e.attempts(), attempts, e.Raw)
+		}
+	}
+	// Each retry is signed afresh: the simulator refuses a reused nonce
+	// with 401 SIGN_ERROR, which is never retried, so success after
+	// retries proves it.
+}
+
+// TestRetriesExhaustedDeadLetter: a command that keeps meeting SYSTEM_ERROR
+// is redelivered, then failed and copied to the dead-letter stream with the
+// reason and its original headers.
+func TestRetriesExhaustedDeadLetter(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	if err := h.sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.SystemError, Endpoint: wxpaysim.EndpointQueryCancelWithdraw}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("a")
+	msgBody := `{"applyment_id":"A1"}`
+	h.send("query-cancel-withdraw", "d1", msgBody)
+	h.send("validate-cancel", "d2", map[string]any{"sub_mchid": subMchid})
+	got := h.waitOutcomes("d1", "d2")
+
+	e := one(t, got, "d1")
+	if e.outcome() != "failed" || e.errorCode() != "SYSTEM_ERROR" {
+		t.Fatalf("d1: %s %s, want failed SYSTEM_ERROR: %s", e.outcome(), e.errorCode(), e.Raw)
+	}
+	calls := h.sim.Count(wxpaysim.EndpointQueryCancelWithdraw)
+	if e.attempts() != calls || calls < h.cfg.MaxDeliver {
+		t.Errorf("attempts %d, WeChat Pay saw %d requests, want ≥ %d (one delivery each at least)", e.attempts(), calls, h.cfg.MaxDeliver)
+	}
+	if e := one(t, got, "d2"); e.outcome() != "succeeded" {
+		t.Errorf("d2 was held up: %s", e.Raw)
+	}
+
+	dlq, err := h.js.Stream(t.Context(), "WXPAY_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dlq.GetLastMsgForSubject(t.Context(), "wxpay.dlq.query-cancel-withdraw")
+	if err != nil {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	if string(m.Data) != msgBody {
+		t.Errorf("dead letter body %q, want the original", m.Data)
+	}
+	for k, want := range map[string]string{
+		consumer.HeaderDLQCommandID: "d1", consumer.HeaderDLQCommandType: "query-cancel-withdraw",
+		consumer.HeaderDLQErrorCode: "SYSTEM_ERROR", consumer.HeaderDLQDeliveries: fmt.Sprint(h.cfg.MaxDeliver),
+	} {
+		if got := m.Header.Get(k); got != want {
+			t.Errorf("dead letter header %s = %q, want %q", k, got, want)
+		}
+	}
+	if info, _ := dlq.Info(t.Context()); info.State.Msgs != 1 {
+		t.Errorf("%d dead letters, want 1", info.State.Msgs)
+	}
+}
+
+// TestFinalErrorsNotRetried: business errors (4xx) and responses whose
+// signature does not verify fail at once, with one request.
+func TestFinalErrorsNotRetried(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
+	waiting := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelReviewing})
+	h.sim.PutCancelApplication(wxpaysim.CancelApplication{OutApplyNo: "OA1", SubMchid: subMchid})
+	if err := h.sim.SetFaults(
+		wxpaysim.Fault{Kind: wxpaysim.BadSignature, Endpoint: wxpaysim.EndpointValidateCancel},
+		wxpaysim.Fault{Kind: wxpaysim.ProbeSignature, Endpoint: wxpaysim.EndpointQueryCancelApplication},
+	); err != nil {
+		t.Fatal(err)
+	}
+	h.start("a")
+	cases := []struct {
+		id, ctype string
+		body      any
+		code      string
+		status    int
+	}{
+		{"f-notfound", "query-cancel-withdraw", map[string]any{"applyment_id": "NOPE1"}, "NOT_FOUND", 404},
+		{"f-rulelimit", "confirm-cancel", confirmBody(waiting.ApplymentID), "RULE_LIMIT", 403},
+		{"f-badsig", "validate-cancel", map[string]any{"sub_mchid": subMchid}, schemas.CodeResponseSignatureInvalid, 200},
+		{"f-probe", "query-cancel-application", map[string]any{"out_apply_no": "OA1"}, schemas.CodeResponseSignatureInvalid, 0},
+	}
+	var ids []string
+	for _, c := range cases {
+		h.send(c.ctype, c.id, c.body)
+		ids = append(ids, c.id)
+	}
+	got := h.waitOutcomes(ids...)
+	for _, c := range cases {
+		e := one(t, got, c.id)
+		if e.outcome() != "failed" || e.errorCode() != c.code || e.attempts() != 1 {
+			t.Errorf("%s: %s %s after %d attempts, want failed %s after 1: %s", c.id, e.outcome(), e.errorCode(), e.attempts(), c.code, e.Raw)
+		}
+		if c.status != 0 {
+			if st, _ := e.Data["error"].(map[string]any)["http_status"].(float64); int(st) != c.status {
+				t.Errorf("%s: http_status %v, want %d", c.id, st, c.status)
+			}
+		}
+	}
+	if n := h.sim.Total(); n != len(cases) {
+		t.Errorf("WeChat Pay saw %d requests for %d commands: something was retried", n, len(cases))
+	}
+	if info, _ := h.js.Stream(t.Context(), "WXPAY_DLQ"); info != nil {
+		if i, _ := info.Info(t.Context()); i.State.Msgs != 0 {
+			t.Errorf("%d dead letters for final errors", i.State.Msgs)
+		}
+	}
+}
+
+// TestDuplicateCommandID: the same id sent again, inside JetStream's
+// duplicate window or after it, is executed once and answered once.
+func TestDuplicateCommandID(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	h.start("a")
+	body := map[string]any{"sub_mchid": subMchid}
+	h.send("validate-cancel", "dup-1", body)
+	if ack := h.send("validate-cancel", "dup-1", body); !ack.Duplicate {
+		t.Error("a re-sent id inside the duplicate window was stored again")
+	}
+	h.waitOutcomes("dup-1")
+
+	// Past the stream's duplicate window the outcome record answers.
+	s, err := h.js.Stream(t.Context(), "WXPAY_COMMANDS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := h.js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the window pass
+	if ack := h.send("validate-cancel", "dup-1", body); ack.Duplicate {
+		t.Fatal("the stream still deduplicates; the test would prove nothing")
+	}
+	h.waitIdle()
+	got := h.outcomes()
+	one(t, got, "dup-1")
+	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 1 {
+		t.Errorf("WeChat Pay saw %d requests for one command id", n)
+	}
+	if !strings.Contains(h.logs.String(), "outcome already recorded") {
+		t.Error("the re-sent command was not answered from its record")
+	}
+}
+
+// TestCrashMidCommand: an instance dies after WeChat Pay acted on its
+// confirmations and before it recorded them; another instance takes the
+// commands over. Every command ends with exactly one outcome, succeeded:
+// the confirmations already made are recognised by query, not failed as
+// RULE_LIMIT, and not made twice.
+func TestCrashMidCommand(t *testing.T) {
+	// Every answer takes a second: the instance dies while its requests
+	// are at WeChat Pay, which then acts on them.
+	h := newHarness(t, wxpaysim.Options{Latency: time.Second})
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
+	a := h.start("a")
+	const n = 16
+	var ids []string
+	for i := range n {
+		app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
+		id := fmt.Sprintf("crash-%d", i)
+		h.send("confirm-cancel", id, confirmBody(app.ApplymentID))
+		ids = append(ids, id)
+	}
+	h.eventually("instance a to be executing confirmations", func() bool {
+		return strings.Count(h.logs.String(), `"msg":"executing"`) >= 4
+	})
+	a.crash(t)
+	h.start("b")
+	got := h.waitOutcomes(ids...)
+	reconciled := 0
+	for _, id := range ids {
+		e := one(t, got, id)
+		if e.outcome() != "succeeded" {
+			t.Errorf("%s: %s %s: %s", id, e.outcome(), e.errorCode(), e.Raw)
+		}
+		if e.Data["reconciled"] == true {
+			reconciled++
+		}
+	}
+	if reconciled == 0 {
+		t.Error("no confirmation was reconciled: the crash did not interrupt any command")
+	}
+	t.Logf("%d of %d confirmations reconciled after the crash", reconciled, n)
+}
+
+// TestTwoInstances: two instances on the shared consumer handle each
+// command once.
+func TestTwoInstances(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true, Latency: 5 * time.Millisecond})
+	h.start("a")
+	h.start("b")
+	var ids []string
+	for i := range 100 {
+		id := fmt.Sprintf("two-%d", i)
+		h.send("validate-cancel", id, map[string]any{"sub_mchid": fmt.Sprintf("19%08d", i)})
+		ids = append(ids, id)
+	}
+	got := h.waitOutcomes(ids...)
+	for _, id := range ids {
+		if e := one(t, got, id); e.outcome() != "succeeded" {
+			t.Errorf("%s: %s", id, e.Raw)
+		}
+	}
+	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != len(ids) {
+		t.Errorf("WeChat Pay saw %d requests for %d commands", n, len(ids))
+	}
+	byInstance := map[string]int{}
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"command succeeded"`) {
+			switch {
+			case strings.Contains(line, `"instance":"a"`):
+				byInstance["a"]++
+			case strings.Contains(line, `"instance":"b"`):
+				byInstance["b"]++
+			}
+		}
+	}
+	t.Logf("commands by instance: %v", byInstance)
+}
+
+// TestNATSRestart: the NATS server restarts in the middle of a run; every
+// command still ends with exactly one outcome event.
+func TestNATSRestart(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true, Latency: 20 * time.Millisecond})
+	h.start("a")
+	var ids []string
+	for i := range 60 {
+		id := fmt.Sprintf("restart-%d", i)
+		h.send("query-cancel-withdraw", id, map[string]any{"applyment_id": fmt.Sprintf("A%d", i)})
+		ids = append(ids, id)
+	}
+	h.eventually("some commands to be done", func() bool { return len(h.outcomes()) >= 5 })
+	h.ns.Shutdown()
+	h.ns.WaitForShutdown()
+	h.startNATS(h.port)
+	got := h.waitOutcomes(ids...)
+	for _, id := range ids {
+		if e := one(t, got, id); e.outcome() != "succeeded" {
+			t.Errorf("%s: %s", id, e.Raw)
+		}
+	}
+}
+
+// TestNoProvisionReportsWhatIsMissing: with provisioning off, a service
+// facing an empty JetStream names every missing object.
+func TestNoProvisionReportsWhatIsMissing(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	h.cfg.Provision = false
+	_, js := h.connect("np")
+	wcfg, _ := h.sim.ClientConfig(h.merchant, h.simURL)
+	client, err := wxpay.NewClient(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = consumer.New(t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client})
+	if !errors.Is(err, consumer.ErrNotProvisioned) {
+		t.Fatalf("err = %v, want ErrNotProvisioned", err)
+	}
+	for _, name := range []string{"WXPAY_COMMANDS", "WXPAY_EVENTS", "WXPAY_DLQ", "wxcancel", "WXPAY_OUTCOMES", "WXPAY_STATUS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("the error does not name %s: %v", name, err)
+		}
+	}
+}

@@ -1,0 +1,395 @@
+package consumer_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevent "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/schemas"
+	"github.com/wxcancel/wxcancel/wxpay"
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+// Keys are generated once per test binary: RSA-2048 generation is slow.
+var testKeys struct {
+	once     sync.Once
+	merchant wxpaysim.Merchant
+	wechat   *rsa.PrivateKey
+	err      error
+}
+
+func keys(t *testing.T) (wxpaysim.Merchant, *rsa.PrivateKey) {
+	t.Helper()
+	testKeys.once.Do(func() {
+		testKeys.merchant, testKeys.err = wxpaysim.NewMerchant("1900000001")
+		if testKeys.err == nil {
+			testKeys.wechat, testKeys.err = rsa.GenerateKey(rand.Reader, 2048)
+		}
+	})
+	if testKeys.err != nil {
+		t.Fatal(testKeys.err)
+	}
+	return testKeys.merchant, testKeys.wechat
+}
+
+// harness is one embedded JetStream server, one simulator over real HTTP,
+// and the configuration of the services under test.
+type harness struct {
+	t        *testing.T
+	storeDir string
+	ns       *server.Server
+	port     int
+	sim      *wxpaysim.Server
+	simURL   string
+	merchant wxpaysim.Merchant
+	cfg      consumer.Config
+	nc       *nats.Conn // the test's own connection (sender and observer)
+	js       jetstream.JetStream
+	logs     *logSink
+}
+
+func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
+	t.Helper()
+	m, wk := keys(t)
+	h := &harness{t: t, storeDir: t.TempDir(), merchant: m, logs: &logSink{}}
+	h.startNATS(-1)
+	t.Cleanup(func() { h.ns.Shutdown(); h.ns.WaitForShutdown() })
+
+	simOpts.Key = wk
+	sim, err := wxpaysim.New(simOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.RegisterMerchant(m)
+	hs := httptest.NewServer(sim)
+	t.Cleanup(hs.Close)
+	h.sim, h.simURL = sim, hs.URL
+
+	cfg := consumer.DefaultConfig()
+	cfg.NATSURLs = []string{h.ns.ClientURL()}
+	cfg.MchID, cfg.CertSerialNo = m.MchID, m.SerialNo
+	cfg.BaseURL, cfg.BackupBaseURL = hs.URL, "-"
+	cfg.RetryInitialInterval, cfg.RetryMaxInterval, cfg.RetryMaxElapsed = 5*time.Millisecond, 20*time.Millisecond, 150*time.Millisecond
+	cfg.MaxDeliver = 3
+	cfg.RedeliveryDelay = 20 * time.Millisecond
+	cfg.Concurrency = 8
+	cfg.HTTPAddr = "-"
+	cfg.AckWait = 3 * time.Second
+	cfg.ShutdownTimeout = 5 * time.Second
+	h.cfg = cfg
+
+	h.nc, h.js = h.connect("test")
+	return h
+}
+
+func (h *harness) startNATS(port int) {
+	h.t.Helper()
+	ns, err := consumer.EmbeddedServer("127.0.0.1", port, h.storeDir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.ns = ns
+	h.port = ns.Addr().(*net.TCPAddr).Port
+}
+
+func (h *harness) connect(name string) (*nats.Conn, jetstream.JetStream) {
+	h.t.Helper()
+	nc, err := nats.Connect(h.ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return nc, js
+}
+
+// instance is one running service.
+type instance struct {
+	svc    *consumer.Service
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
+	err    error         // what Run returned
+}
+
+// stop shuts the instance down gracefully and waits for it.
+func (in *instance) stop(t *testing.T) {
+	t.Helper()
+	in.cancel()
+	select {
+	case <-in.done:
+		if in.err != nil {
+			t.Errorf("Run: %v", in.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service did not stop within 30s")
+	}
+}
+
+// crash kills the instance's NATS connection first, as a dying process
+// would: nothing it does afterwards reaches JetStream.
+func (in *instance) crash(t *testing.T) {
+	t.Helper()
+	in.nc.Close()
+	in.stop(t)
+}
+
+// start runs one service instance until the test ends.
+func (h *harness) start(name string) *instance {
+	h.t.Helper()
+	wcfg, err := h.sim.ClientConfig(h.merchant, h.simURL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	wcfg.Retry = wxpay.RetryPolicy{InitialInterval: h.cfg.RetryInitialInterval, MaxInterval: h.cfg.RetryMaxInterval, MaxElapsed: h.cfg.RetryMaxElapsed}
+	wcfg.AttemptTimeout = 2 * time.Second
+	client, err := wxpay.NewClient(wcfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	nc, js := h.connect(name)
+	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
+	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{svc: svc, nc: nc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(in.done)
+		in.err = svc.Run(ctx)
+	}()
+	h.t.Cleanup(func() {
+		cancel()
+		<-in.done
+	})
+	return in
+}
+
+// send publishes a command; id "" sends it without a Nats-Msg-Id.
+func (h *harness) send(ctype, id string, body any) *jetstream.PubAck {
+	h.t.Helper()
+	var data []byte
+	switch b := body.(type) {
+	case []byte:
+		data = b
+	case string:
+		data = []byte(b)
+	default:
+		var err error
+		if data, err = json.Marshal(b); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	msg := nats.NewMsg("wxpay.cmd." + ctype)
+	msg.Data = data
+	if id != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+	}
+	ack, err := h.js.PublishMsg(h.t.Context(), msg)
+	if err != nil {
+		h.t.Fatalf("publishing %s %s: %v", ctype, id, err)
+	}
+	return ack
+}
+
+// event is one stored event, checked and decoded.
+type event struct {
+	Subject string // NATS subject
+	ID      string
+	Type    string
+	CESubj  string // the CloudEvent's subject
+	Data    map[string]any
+	Raw     []byte
+}
+
+func (e event) outcome() string { return e.Type[strings.LastIndex(e.Type, ".")+1:] }
+
+func (e event) errorCode() string {
+	if m, ok := e.Data["error"].(map[string]any); ok {
+		s, _ := m["code"].(string)
+		return s
+	}
+	return ""
+}
+
+func (e event) attempts() int {
+	f, _ := e.Data["attempts"].(float64)
+	return int(f)
+}
+
+func (e event) result() map[string]any {
+	m, _ := e.Data["result"].(map[string]any)
+	return m
+}
+
+// events returns every event stored in the events stream, each checked as
+// a CloudEvent against the project's schemas.
+func (h *harness) events() []event {
+	h.t.Helper()
+	ctx := h.t.Context()
+	s, err := h.js.Stream(ctx, "WXPAY_EVENTS")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []event
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, h.check(m))
+	}
+	return out
+}
+
+func (h *harness) check(m *jetstream.RawStreamMsg) event {
+	h.t.Helper()
+	var ce cloudevent.Event
+	if err := ce.UnmarshalJSON(m.Data); err != nil {
+		h.t.Fatalf("event on %s is not a CloudEvent: %v\n%s", m.Subject, err, m.Data)
+	}
+	if err := ce.Validate(); err != nil {
+		h.t.Errorf("event on %s: invalid CloudEvent: %v", m.Subject, err)
+	}
+	if err := schemas.ValidateEventJSON(m.Data); err != nil {
+		h.t.Errorf("event on %s does not match its schema: %v\n%s", m.Subject, err, m.Data)
+	}
+	if got := m.Header.Get(jetstream.MsgIDHeader); got != ce.ID() {
+		h.t.Errorf("event %s: Nats-Msg-Id %q", ce.ID(), got)
+	}
+	e := event{Subject: m.Subject, ID: ce.ID(), Type: ce.Type(), CESubj: ce.Subject(), Raw: m.Data}
+	if err := json.Unmarshal(ce.Data(), &e.Data); err != nil {
+		h.t.Fatalf("event %s data: %v", e.ID, err)
+	}
+	return e
+}
+
+// outcomes returns the outcome events by command id (all of them, so
+// duplicates show).
+func (h *harness) outcomes() map[string][]event {
+	out := map[string][]event{}
+	for _, e := range h.events() {
+		if e.Type != "wxpay.status.changed" {
+			out[e.CESubj] = append(out[e.CESubj], e)
+		}
+	}
+	return out
+}
+
+// statuses returns the status-change events by CloudEvent subject
+// (resource/key).
+func (h *harness) statuses() map[string][]event {
+	out := map[string][]event{}
+	for _, e := range h.events() {
+		if e.Type == "wxpay.status.changed" {
+			out[e.CESubj] = append(out[e.CESubj], e)
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes (a generous
+// one: the machines are shared, and only the end state is asserted).
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitOutcomes waits until every id has an outcome event and the consumer
+// has nothing pending or unacknowledged, then returns the outcomes.
+func (h *harness) waitOutcomes(ids ...string) map[string][]event {
+	h.t.Helper()
+	var got map[string][]event
+	h.eventually(fmt.Sprintf("outcomes of %d commands", len(ids)), func() bool {
+		got = h.outcomes()
+		for _, id := range ids {
+			if len(got[id]) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	h.waitIdle()
+	return h.outcomes()
+}
+
+// waitIdle waits until the durable consumer has no pending and no
+// unacknowledged command.
+func (h *harness) waitIdle() {
+	h.t.Helper()
+	h.eventually("the consumer to be idle", func() bool {
+		c, err := h.js.Consumer(h.t.Context(), "WXPAY_COMMANDS", consumer.ConsumerName)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(h.t.Context())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+}
+
+// one asserts that id has exactly one outcome event and returns it.
+func one(t *testing.T, got map[string][]event, id string) event {
+	t.Helper()
+	evs := got[id]
+	if len(evs) != 1 {
+		t.Fatalf("command %s: %d outcome events, want exactly 1: %v", id, len(evs), evs)
+	}
+	return evs[0]
+}
+
+// logSink collects log output for assertions about what is never logged.
+type logSink struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+var _ io.Writer = (*logSink)(nil)

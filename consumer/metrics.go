@@ -1,0 +1,90 @@
+package consumer
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wxcancel/wxcancel/schemas"
+)
+
+// Metrics are the service's Prometheus metrics. Label values are bounded:
+// command types outside the known set are reported as "unknown".
+type Metrics struct {
+	// Commands counts finished commands by type and outcome.
+	Commands *prometheus.CounterVec
+	// Requests counts WeChat Pay HTTP requests by endpoint and status
+	// ("transport" when no HTTP answer came).
+	Requests *prometheus.CounterVec
+	// RequestDuration observes WeChat Pay request latency by endpoint.
+	RequestDuration *prometheus.HistogramVec
+	// Retries counts requests that were followed by a retry, by endpoint.
+	Retries *prometheus.CounterVec
+	// SignatureFailures counts refused response signatures by reason.
+	SignatureFailures *prometheus.CounterVec
+	// InFlight is the number of commands being worked on.
+	InFlight prometheus.Gauge
+	// Redeliveries counts commands handed back for a later delivery.
+	Redeliveries *prometheus.CounterVec
+	// DeadLetters counts commands copied to the dead-letter stream.
+	DeadLetters *prometheus.CounterVec
+	// Reconciliations counts ambiguous outcomes settled by a query, by
+	// command type and verdict.
+	Reconciliations *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (none when nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_commands_total", Help: "Commands finished, by type and outcome.",
+		}, []string{"type", "outcome"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_wxpay_requests_total", Help: "WeChat Pay HTTP requests, by endpoint and HTTP status (transport: no answer).",
+		}, []string{"endpoint", "status"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wxcancel_wxpay_request_duration_seconds", Help: "WeChat Pay HTTP request latency, by endpoint.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
+		}, []string{"endpoint"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_wxpay_retries_total", Help: "WeChat Pay requests retried in process, by endpoint.",
+		}, []string{"endpoint"}),
+		SignatureFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_wxpay_signature_failures_total", Help: "WeChat Pay responses whose signature was refused, by reason (probe: WECHATPAY/SIGNTEST/).",
+		}, []string{"reason"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wxcancel_commands_in_flight", Help: "Commands being worked on by this instance.",
+		}),
+		Redeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_redeliveries_total", Help: "Commands handed back to JetStream for a later delivery, by type.",
+		}, []string{"type"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_dead_letters_total", Help: "Commands copied to the dead-letter stream, by type.",
+		}, []string{"type"}),
+		Reconciliations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_reconciliations_total", Help: "Ambiguous outcomes settled by querying WeChat Pay, by type and verdict.",
+		}, []string{"type", "verdict"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Commands, m.Requests, m.RequestDuration, m.Retries, m.SignatureFailures,
+			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations)
+	}
+	return m
+}
+
+// metricType bounds the type label to the known command types.
+func metricType(t string) string {
+	for _, k := range schemas.Types() {
+		if string(k) == t {
+			return t
+		}
+	}
+	return "unknown"
+}
+
+func statusLabel(code int) string {
+	if code == 0 {
+		return "transport"
+	}
+	return strconv.Itoa(code)
+}

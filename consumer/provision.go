@@ -1,0 +1,220 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumerName is the durable pull consumer every instance shares.
+const ConsumerName = "wxcancel"
+
+// Topology names the JetStream objects the service uses and holds their
+// configuration. It is the single source of truth: provisioning applies it,
+// and deploy/ declares the same objects for operators who manage them
+// themselves.
+//
+// Why these settings (operators will ask):
+//   - Commands: work-queue retention (a command is removed once acknowledged
+//     or terminated, so the stream holds only the backlog); no age limit and
+//     DiscardNew, so a full stream refuses new commands (the sender sees the
+//     error) instead of silently dropping old ones; messages up to the
+//     server's max payload, so an oversized command still arrives and is
+//     answered with a rejected event; a 5-minute duplicate window so a
+//     producer retrying a publish after a timeout does not enqueue twice
+//     (beyond it, the outcome record answers re-sent ids).
+//   - Events: limits retention, kept 7 days for replay (`events --since`);
+//     the 2-minute duplicate window covers the republish of an outcome after
+//     a crash between publish and acknowledgement (the ack wait is 30s).
+//   - Dead letters: kept 90 days, DiscardNew: a full dead-letter stream makes
+//     the copy fail, and the command then stays in the commands stream
+//     rather than being lost.
+//   - Consumer: explicit acks; MaxDeliver unlimited on the server, because
+//     the service itself dead-letters after WXCANCEL_MAX_DELIVER deliveries
+//     and a server-side limit would strand a command whose last delivery
+//     died with its instance; MaxAckPending 1000 shared by all instances.
+//   - Outcomes bucket: one record per command id, kept WXCANCEL_OUTCOME_TTL
+//     (7 days): the idempotency window for re-sent ids.
+//   - Status bucket: the last state seen of each resource, kept forever
+//     (one small record per resource), updated by compare-and-set.
+//   - Replicas: WXCANCEL_REPLICAS everywhere (1 on a single server, 3 on a
+//     cluster: tolerates the loss of one node).
+type Topology struct {
+	Commands, Events, DLQ jetstream.StreamConfig
+	Consumer              jetstream.ConsumerConfig
+	Outcomes, Status      jetstream.KeyValueConfig
+}
+
+// NewTopology derives every stream, consumer and bucket configuration from c.
+func NewTopology(c Config) Topology {
+	p := c.Prefix
+	up := strings.ToUpper(p)
+	replicas := max(c.Replicas, 1)
+	return Topology{
+		Commands: jetstream.StreamConfig{
+			Name:        up + "_COMMANDS",
+			Description: "wxcancel commands",
+			Subjects:    []string{p + ".cmd.>"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxMsgSize:  -1,
+			MaxAge:      0,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+			Duplicates:  5 * time.Minute,
+		},
+		Events: jetstream.StreamConfig{
+			Name:        up + "_EVENTS",
+			Description: "wxcancel outcome and status-change events (CloudEvents)",
+			Subjects:    []string{p + ".evt.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      7 * 24 * time.Hour,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+			Duplicates:  2 * time.Minute,
+		},
+		DLQ: jetstream.StreamConfig{
+			Name:        up + "_DLQ",
+			Description: "wxcancel dead-lettered commands",
+			Subjects:    []string{p + ".dlq.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxAge:      90 * 24 * time.Hour,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+			Duplicates:  2 * time.Minute,
+		},
+		Consumer: jetstream.ConsumerConfig{
+			Durable:       ConsumerName,
+			Description:   "wxcancel command executors",
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: 1000,
+			FilterSubject: p + ".cmd.>",
+			Replicas:      replicas,
+		},
+		Outcomes: jetstream.KeyValueConfig{
+			Bucket:      up + "_OUTCOMES",
+			Description: "wxcancel outcome of each command id (idempotency)",
+			History:     1,
+			TTL:         c.OutcomeTTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		},
+		Status: jetstream.KeyValueConfig{
+			Bucket:      up + "_STATUS",
+			Description: "wxcancel last state seen of each resource",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		},
+	}
+}
+
+// ErrNotProvisioned is matched by the error of [Provision] with create false
+// when a stream, the consumer or a bucket is missing.
+var ErrNotProvisioned = errors.New("consumer: JetStream objects missing")
+
+// Handles are the JetStream objects the service works with.
+type Handles struct {
+	Consumer         jetstream.Consumer
+	Outcomes, Status jetstream.KeyValue
+}
+
+// Provision creates or updates every object of t when create is true; it is
+// idempotent and safe with several instances starting at once (a lost race
+// is retried). With create false it only checks that everything exists and
+// reports all that is missing in one error matching [ErrNotProvisioned].
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology, create bool) (Handles, error) {
+	if !create {
+		return lookup(ctx, js, t)
+	}
+	var h Handles
+	for _, sc := range []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ} {
+		if err := retryRace(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
+			return h, fmt.Errorf("consumer: provisioning stream %s: %w", sc.Name, err)
+		}
+	}
+	err := retryRace(ctx, func() (err error) {
+		h.Consumer, err = js.CreateOrUpdateConsumer(ctx, t.Commands.Name, t.Consumer)
+		return err
+	})
+	if err != nil {
+		return h, fmt.Errorf("consumer: provisioning consumer %s on %s: %w", t.Consumer.Durable, t.Commands.Name, err)
+	}
+	for _, kc := range []struct {
+		cfg jetstream.KeyValueConfig
+		dst *jetstream.KeyValue
+	}{{t.Outcomes, &h.Outcomes}, {t.Status, &h.Status}} {
+		err := retryRace(ctx, func() (err error) {
+			*kc.dst, err = js.CreateOrUpdateKeyValue(ctx, kc.cfg)
+			return err
+		})
+		if err != nil {
+			return h, fmt.Errorf("consumer: provisioning bucket %s: %w", kc.cfg.Bucket, err)
+		}
+	}
+	return h, nil
+}
+
+func lookup(ctx context.Context, js jetstream.JetStream, t Topology) (Handles, error) {
+	var h Handles
+	var missing []string
+	var errs []error
+	note := func(what string, err error, notFound error) {
+		switch {
+		case err == nil:
+		case errors.Is(err, notFound):
+			missing = append(missing, what)
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	for _, sc := range []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ} {
+		_, err := js.Stream(ctx, sc.Name)
+		note("stream "+sc.Name, err, jetstream.ErrStreamNotFound)
+	}
+	var err error
+	h.Consumer, err = js.Consumer(ctx, t.Commands.Name, t.Consumer.Durable)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		err = jetstream.ErrConsumerNotFound
+	}
+	note("consumer "+t.Consumer.Durable, err, jetstream.ErrConsumerNotFound)
+	h.Outcomes, err = js.KeyValue(ctx, t.Outcomes.Bucket)
+	note("bucket "+t.Outcomes.Bucket, err, jetstream.ErrBucketNotFound)
+	h.Status, err = js.KeyValue(ctx, t.Status.Bucket)
+	note("bucket "+t.Status.Bucket, err, jetstream.ErrBucketNotFound)
+	if len(missing) > 0 {
+		errs = append([]error{fmt.Errorf("%w (provisioning is off): %s", ErrNotProvisioned, strings.Join(missing, ", "))}, errs...)
+	}
+	return h, errors.Join(errs...)
+}
+
+// retryRace retries f a few times: two instances creating the same object at
+// once can make one of them fail with "already in use" although the object
+// then exists as wanted.
+func retryRace(ctx context.Context, f func() error) error {
+	var err error
+	for i := range 5 {
+		if err = f(); err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && !errors.Is(err, jetstream.ErrConsumerExists) &&
+			!errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrConsumerCreate) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(50*(i+1)) * time.Millisecond):
+		}
+	}
+	return err
+}

@@ -1,0 +1,80 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/publisher"
+)
+
+// record is what the outcomes bucket remembers of one command id. While a
+// command is being retried across deliveries it holds the progress (HTTP
+// requests made, whether one was ambiguous, the last transient error); once
+// the command has an outcome it holds the finished event, so that a
+// redelivery or a re-sent id republishes exactly the same event (same
+// Nats-Msg-Id, dropped by JetStream as a duplicate) and never calls WeChat
+// Pay again.
+type record struct {
+	Attempts  int                  `json:"attempts"`
+	Ambiguous bool                 `json:"ambiguous,omitempty"`
+	LastError *publisher.ErrorData `json:"last_error,omitempty"`
+	// Outcome is set once the command is finished.
+	Outcome publisher.Outcome  `json:"outcome,omitempty"`
+	Event   *publisher.Message `json:"event,omitempty"`
+	// DeadLettered: a copy went to the dead-letter stream; the command is
+	// terminated rather than acknowledged.
+	DeadLettered bool `json:"dead_lettered,omitempty"`
+	// Published: JetStream acknowledged the event.
+	Published bool `json:"published,omitempty"`
+}
+
+func (r *record) done() bool { return r != nil && r.Event != nil }
+
+// errRecordConflict: another instance wrote the record first.
+var errRecordConflict = errors.New("consumer: outcome record changed concurrently")
+
+// records stores one record per command id in a KV bucket, with
+// compare-and-set on the revision.
+type records struct{ kv jetstream.KeyValue }
+
+// get returns the record of key and its revision (0 and nil when absent).
+func (r records) get(ctx context.Context, key string) (*record, uint64, error) {
+	e, err := r.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading outcome record: %w", err)
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, 0, fmt.Errorf("outcome record %s is corrupt: %w", key, err)
+	}
+	return &rec, e.Revision(), nil
+}
+
+// put writes rec if the stored revision is still rev (0: absent) and returns
+// the new revision, or errRecordConflict.
+func (r records) put(ctx context.Context, key string, rec *record, rev uint64) (uint64, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = r.kv.Create(ctx, key, b)
+	} else {
+		nrev, err = r.kv.Update(ctx, key, b, rev)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return 0, errRecordConflict
+	case err != nil:
+		return 0, fmt.Errorf("writing outcome record: %w", err)
+	}
+	return nrev, nil
+}
