@@ -292,6 +292,53 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	if info, _ := dlq.Info(t.Context()); info.State.Msgs != 1 {
 		t.Errorf("%d dead letters, want 1", info.State.Msgs)
 	}
+
+	// Replay once WeChat Pay is healthy again.
+	topo := consumer.NewTopology(h.cfg)
+	dls, err := consumer.DeadLetters(t.Context(), h.js, topo, 0)
+	if err != nil || len(dls) != 1 || dls[0].CommandID != "d1" || dls[0].ErrorCode != "SYSTEM_ERROR" {
+		t.Fatalf("DeadLetters = %+v, %v", dls, err)
+	}
+	if err := h.sim.SetFaults(); err != nil {
+		t.Fatal(err)
+	}
+	// Inside the commands stream's duplicate window the replay is refused
+	// and changes nothing.
+	if err := consumer.ReplayDeadLetter(t.Context(), h.js, topo, "wxpay", dls[0]); !errors.Is(err, consumer.ErrDuplicateWindow) {
+		t.Fatalf("replay inside the duplicate window: %v", err)
+	}
+	shrinkDuplicateWindow(t, h)
+	if err := consumer.ReplayDeadLetter(t.Context(), h.js, topo, "wxpay", dls[0]); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the replay's outcome", func() bool { return len(h.outcomes()["d1"]) == 2 })
+	h.waitIdle()
+	replayed := h.outcomes()["d1"][1]
+	if replayed.ID != "outcome/d1/replay-1" || replayed.outcome() != "succeeded" || replayed.attempts() != calls+1 {
+		t.Errorf("replay outcome %s: %s after %d attempts: %s", replayed.ID, replayed.outcome(), replayed.attempts(), replayed.Raw)
+	}
+	if err := consumer.PurgeDeadLetter(t.Context(), h.js, topo, dls[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if dls, err := consumer.DeadLetters(t.Context(), h.js, topo, 0); err != nil || len(dls) != 0 {
+		t.Errorf("after purge: %+v, %v", dls, err)
+	}
+}
+
+// shrinkDuplicateWindow lets a test re-send a command id at once: the
+// commands stream then forgets ids after 100ms.
+func shrinkDuplicateWindow(t *testing.T, h *harness) {
+	t.Helper()
+	s, err := h.js.Stream(t.Context(), "WXPAY_COMMANDS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := h.js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the window pass
 }
 
 // TestFinalErrorsNotRetried: business errors (4xx) and responses whose
@@ -359,16 +406,7 @@ func TestDuplicateCommandID(t *testing.T) {
 	h.waitOutcomes("dup-1")
 
 	// Past the stream's duplicate window the outcome record answers.
-	s, err := h.js.Stream(t.Context(), "WXPAY_COMMANDS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
-	cfg.Duplicates = 100 * time.Millisecond
-	if _, err := h.js.UpdateStream(t.Context(), cfg); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond) // let the window pass
+	shrinkDuplicateWindow(t, h)
 	if ack := h.send("validate-cancel", "dup-1", body); ack.Duplicate {
 		t.Fatal("the stream still deduplicates; the test would prove nothing")
 	}

@@ -49,7 +49,7 @@ func (ex *execution) add(res *wxpay.Result) {
 func (s *Service) execute(ctx context.Context, d *delivery, rec *record) execution {
 	if d.idInvalid {
 		return rejected("the Nats-Msg-Id header is not a valid command id",
-			publisher.Violation{Field: "", Rule: "command_id", Message: "Nats-Msg-Id must be 1-128 characters of [A-Za-z0-9_.:-]"})
+			publisher.Violation{Field: "", Rule: "command_id", Message: "Nats-Msg-Id must be " + schemas.CommandIDRule})
 	}
 	cmd, err := schemas.Parse(d.ctype, d.msg.Data())
 	if err != nil {

@@ -30,6 +30,9 @@ type record struct {
 	DeadLettered bool `json:"dead_lettered,omitempty"`
 	// Published: JetStream acknowledged the event.
 	Published bool `json:"published,omitempty"`
+	// Replays counts the replays from the dead-letter stream; a replay
+	// clears the outcome so that the command runs again.
+	Replays int `json:"replays,omitempty"`
 }
 
 func (r *record) done() bool { return r != nil && r.Event != nil }

@@ -203,9 +203,6 @@ func (s *Service) logPullError(err error, failures int) {
 	s.log.Warn("pull failing repeatedly", "err", err, "failures", failures)
 }
 
-// commandIDPattern is the Nats-Msg-Id a command may carry (contract §3).
-var commandIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
-
 // traceparentPattern is a W3C trace-context traceparent, version 00.
 var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
@@ -229,7 +226,7 @@ func (s *Service) newDelivery(msg jetstream.Msg) *delivery {
 	}
 	h := msg.Headers()
 	d.id = h.Get(jetstream.MsgIDHeader)
-	if d.id == "" || !commandIDPattern.MatchString(d.id) {
+	if d.id == "" || !schemas.ValidCommandID(d.id) {
 		d.idInvalid = d.id != ""
 		d.id = "seq-" + strconv.FormatUint(seq, 10)
 	}
@@ -401,6 +398,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		Result:      ex.result,
 		Reconciled:  ex.reconciled,
 		Error:       ex.err,
+		Replay:      rec.Replays,
 	}
 	if ex.outcome == publisher.Rejected {
 		data.Attempts = 0

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 )
 
 // Outcome is how a command ended (contract §4.1).
@@ -49,6 +50,11 @@ type OutcomeData struct {
 	Reconciled bool `json:"reconciled,omitempty"`
 	// Error describes a failed or rejected outcome; nil for succeeded.
 	Error *ErrorData `json:"error,omitempty"`
+	// Replay counts how often the command was replayed from the dead-letter
+	// stream (`wxcancel dlq replay`). It is not part of the data: it makes
+	// the event id of a replay's outcome "outcome/<id>/replay-<n>", so that
+	// JetStream does not drop it as a duplicate of the first outcome.
+	Replay int `json:"-"`
 }
 
 // ErrorData is the error of a failed or rejected outcome.
@@ -162,8 +168,12 @@ func (p *Publisher) NewOutcome(commandType, commandID string, outcome Outcome, d
 		return Message{}, fmt.Errorf("%w: encoding the %s data of command %s: %w", ErrInvalidEvent, outcome, commandID, err)
 	}
 	token := EncodeToken(commandType)
+	id := "outcome/" + commandID
+	if data.Replay > 0 {
+		id += "/replay-" + strconv.Itoa(data.Replay)
+	}
 	return p.message(p.prefix+".evt."+token+"."+string(outcome), Event{
-		ID:          "outcome/" + commandID,
+		ID:          id,
 		Type:        typeNamespace + "." + token + "." + string(outcome),
 		Subject:     commandID,
 		Time:        p.now(),

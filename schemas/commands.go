@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"log/slog"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -395,3 +396,13 @@ type ProofMedia struct {
 	// Required.
 	ProofMedia string `json:"proof_media" validate:"required,max=512,no_control"`
 }
+
+// commandIDPattern is the charset and length of a command id (contract §3).
+var commandIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+
+// CommandIDRule describes a valid command id, for error messages.
+const CommandIDRule = "1-128 characters of [A-Za-z0-9_.:-]"
+
+// ValidCommandID reports whether id may be a command id (the Nats-Msg-Id
+// of a command).
+func ValidCommandID(id string) bool { return commandIDPattern.MatchString(id) }

@@ -184,8 +184,8 @@ func ValidateEventJSON(body []byte) error {
 		if ev["subject"] != data["command_id"] {
 			ps = append(ps, SchemaProblem{Location: "/subject", Keyword: "consistent", Detail: "must equal data.command_id"})
 		}
-		if ev["id"] != "outcome/"+fmt.Sprint(ev["subject"]) {
-			ps = append(ps, SchemaProblem{Location: "/id", Keyword: "consistent", Detail: "must be outcome/<subject>"})
+		if !outcomeID(fmt.Sprint(ev["id"]), fmt.Sprint(ev["subject"])) {
+			ps = append(ps, SchemaProblem{Location: "/id", Keyword: "consistent", Detail: "must be outcome/<subject> or outcome/<subject>/replay-<n>"})
 		}
 	}
 	if len(ps) > 0 {
@@ -240,4 +240,19 @@ func pointer(tokens []string) string {
 		b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(t))
 	}
 	return b.String()
+}
+
+// outcomeID reports whether id is the id of an outcome event of command
+// subject: outcome/<subject>, or outcome/<subject>/replay-<n> (n ≥ 1) for
+// the outcome of a replay from the dead-letter stream.
+func outcomeID(id, subject string) bool {
+	rest, ok := strings.CutPrefix(id, "outcome/"+subject)
+	if !ok {
+		return false
+	}
+	if rest == "" {
+		return true
+	}
+	n, ok := strings.CutPrefix(rest, "/replay-")
+	return ok && n != "" && n[0] != '0' && strings.Trim(n, "0123456789") == ""
 }

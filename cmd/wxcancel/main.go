@@ -41,6 +41,11 @@ type subcommand struct {
 func subcommands() []subcommand {
 	return []subcommand{
 		{"serve", "consume commands, call WeChat Pay, publish events (blocks until SIGINT/SIGTERM)", runServe},
+		{"send", "publish one command; with --wait, print its outcome", runSend},
+		{"events", "tail outcome and status events (--since replays)", runEvents},
+		{"dlq", "list, show, replay or purge dead-lettered commands", runDLQ},
+		{"sim", "run the WeChat Pay simulator as a server and write the keys a serve needs", runSim},
+		{"demo", "run everything in one process and show one command of each type", runDemo},
 		{"version", "print the version", func(_ context.Context, a *app, _ []string) error {
 			_, err := fmt.Fprintln(a.stdout, "wxcancel", version)
 			return err

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,7 +77,11 @@ func envOr(getenv func(string) string, key, def string) string {
 }
 
 func runServe(ctx context.Context, a *app, args []string) error {
-	sf, err := parseServeFlags(a, "serve", serveHelp, args, nil)
+	var profiling bool
+	sf, err := parseServeFlags(a, "serve", serveHelp, args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&profiling, "pprof", envBool(a.getenv, "WXCANCEL_PPROF"),
+			"also serve /debug/pprof/ on the ops HTTP server, for profiling; off by default (env WXCANCEL_PPROF)")
+	})
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -87,8 +93,22 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	defer closeLog()
-	return serve(ctx, sf.cfg, log, nil)
+	return serve(ctx, sf.cfg, log, &serveHooks{pprof: profiling})
 }
+
+// envBool reads a boolean environment variable: true for 1, t, true, yes or
+// on (any case); anything else, or unset, is false.
+func envBool(getenv func(string) string, key string) bool {
+	switch strings.ToLower(strings.TrimSpace(getenv(key))) {
+	case "1", "t", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+// embeddedPort is where the embedded JetStream server of a serve without
+// NATS_URL listens (on 127.0.0.1 only).
+const embeddedPort = 4222
 
 // serveHooks lets the demo and tests observe a running service.
 type serveHooks struct {
@@ -96,6 +116,9 @@ type serveHooks struct {
 	clientOverride func(*wxpay.Config)
 	// started is called once the service consumes.
 	started func(*consumer.Service, jetstream.JetStream)
+	// pprof also serves net/http/pprof under /debug/pprof/ on the ops HTTP
+	// server (WXCANCEL_PPROF, -pprof): for profiling, never on by default.
+	pprof bool
 }
 
 // serve runs the service until ctx ends. Configuration problems are reported
@@ -120,12 +143,15 @@ func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *se
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("embedded NATS store: %w", err)
 		}
-		ns, err := consumer.EmbeddedServer("127.0.0.1", -1, dir)
+		// The standard port on loopback, so that send, events and dlq on
+		// the same machine reach it with NATS_URL=nats://127.0.0.1:4222.
+		ns, err := consumer.EmbeddedServer("127.0.0.1", embeddedPort, dir)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (is 127.0.0.1:%d taken? set NATS_URL to use a running server)", err, embeddedPort)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		cfg.NATSURLs = []string{ns.ClientURL()}
+		log.Info("embedded JetStream server listening", "url", ns.ClientURL())
 	}
 	nc, err := consumer.Connect(cfg, "wxcancel serve", log)
 	if err != nil {
@@ -154,7 +180,12 @@ func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *se
 		if err != nil {
 			return fmt.Errorf("WXCANCEL_HTTP_ADDR: %w", err)
 		}
-		srv = &http.Server{Handler: opsHandler(reg, svc, nc.IsConnected), ReadHeaderTimeout: 5 * time.Second}
+		handler := opsHandler(reg, svc, nc.IsConnected)
+		if hooks != nil && hooks.pprof {
+			handler = withPprof(handler)
+			log.Warn("serving /debug/pprof/ on the ops HTTP server (WXCANCEL_PPROF); do not expose it")
+		}
+		srv = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("ops HTTP server stopped", "err", err)
@@ -205,6 +236,18 @@ func opsHandler(reg *prometheus.Registry, svc *consumer.Service, connected func(
 			fmt.Fprintln(w, "ready")
 		}
 	})
+	return mux
+}
+
+// withPprof adds the net/http/pprof endpoints under /debug/pprof/ to h.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+// cli runs one subcommand in-process and returns its exit code and output.
+func cli(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	code := run(t.Context(), &app{stdout: &stdout, stderr: &stderr, getenv: envFunc(env)}, args)
+	return code, stdout.String(), stderr.String()
+}
+
+// startServe runs serve against an embedded NATS server and the simulator
+// until the test ends; it returns the simulator and the environment of a
+// client (NATS_URL).
+func startServe(t *testing.T, o wxpaysim.Options, extra map[string]string) (*wxpaysim.Server, map[string]string) {
+	t.Helper()
+	ns, err := consumer.EmbeddedServer("127.0.0.1", -1, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	sim, env := simEnv(t, o)
+	env["NATS_URL"] = ns.ClientURL()
+	env["WXCANCEL_HTTP_ADDR"] = "-"
+	for k, v := range extra {
+		env[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	exit := make(chan int, 1)
+	var stderr syncBuffer
+	go func() {
+		exit <- run(ctx, &app{stdout: &syncBuffer{}, stderr: &stderr, getenv: envFunc(env)}, []string{"serve"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if c := <-exit; c != exitOK {
+			t.Errorf("serve exited %d:\n%s", c, stderr.String())
+		}
+	})
+	// Ready once the consumer exists.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.ConsumerName); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not provision:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return sim, map[string]string{"NATS_URL": ns.ClientURL()}
+}
+
+func TestDemo(t *testing.T) {
+	code, out, errOut := cli(t, nil, "demo")
+	if code != exitOK {
+		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"succeeded validate-cancel id=demo-validate attempts=3",
+		"succeeded apply-cancel-withdraw id=demo-apply attempts=1",
+		"status  cancel-withdraw/2000001000000123 (new) → WAITING_MERCHANT_CONFIRM",
+		"succeeded confirm-cancel id=demo-confirm",
+		"status  cancel-withdraw/2000001000000123 WAITING_MERCHANT_CONFIRM → SYSTEM_PROCESSING",
+		"succeeded query-cancel-application id=demo-old-flow",
+		"succeeded cancel-applyment id=demo-cancel-applyment",
+		"rejected  confirm-cancel id=demo-invalid attempts=0 INVALID_COMMAND",
+		"confirm_time: ",
+		"every command ended as expected",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"6222021234567890123", "PRIVATE KEY"} {
+		if strings.Contains(errOut, secret) {
+			t.Errorf("demo logs show %q", secret)
+		}
+	}
+	if strings.Contains(out, "\x1b[") {
+		t.Error("colour codes written to a non-terminal")
+	}
+}
+
+func TestSendWait(t *testing.T) {
+	sim, env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+
+	code, out, errOut := cli(t, env, "send", "validate-cancel", "--data", `{"sub_mchid":"1900000109"}`, "--id", "send-1", "--wait", "--timeout", "30s")
+	if code != exitOK || !strings.Contains(out, `"type": "wxpay.validate-cancel.succeeded"`) {
+		t.Fatalf("send --wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// Re-sent: answered from the record, WeChat Pay not called again.
+	code, out, _ = cli(t, env, "send", "validate-cancel", "--data", `{"sub_mchid":"1900000109"}`, "--id", "send-1", "--wait")
+	if code != exitOK || !strings.Contains(out, `"subject": "send-1"`) || sim.Count(wxpaysim.EndpointValidateCancel) != 1 {
+		t.Errorf("re-send: exit %d, %d requests\n%s", code, sim.Count(wxpaysim.EndpointValidateCancel), out)
+	}
+	// A failed command exits 1.
+	if err := sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.BadSignature}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = cli(t, env, "send", "validate-cancel", "--data", `{"sub_mchid":"1900000110"}`, "--wait")
+	if code != exitFailure || !strings.Contains(out, "RESPONSE_SIGNATURE_INVALID") {
+		t.Errorf("failed command: exit %d\n%s", code, out)
+	}
+
+	file := filepath.Join(t.TempDir(), "cmd.json")
+	if err := os.WriteFile(file, []byte(`{"sub_mchid":"1900000109","extra":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := sim.Total()
+	for _, args := range [][]string{
+		{"send", "validate-cancel", "--data", `{"sub_mchid":`},
+		{"send", "validate-cancel", "--file", file},
+		{"send", "no-such-type", "--data", `{}`},
+		{"send", "validate-cancel", "--data", `{"sub_mchid":"1900000109"}`, "--id", "bad id"},
+		{"send", "validate-cancel"},
+	} {
+		code, out, errOut := cli(t, env, args...)
+		if code != exitUsage || errOut == "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	if _, _, errOut := cli(t, env, "send", "validate-cancel", "--file", file); !strings.Contains(errOut, "extra") {
+		t.Errorf("the schema's message does not name the field: %s", errOut)
+	}
+	time.Sleep(200 * time.Millisecond) // a published command would have been executed by now
+	if sim.Total() != before {
+		t.Error("an invalid command was published")
+	}
+}
+
+func TestEventsSince(t *testing.T) {
+	_, env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	if code, out, errOut := cli(t, env, "send", "query-cancel-application", "--data", `{"out_apply_no":"OA1"}`, "--id", "ev-1", "--wait"); code != exitOK {
+		t.Fatalf("send: %d %s %s", code, out, errOut)
+	}
+	code, out, errOut := cli(t, env, "events", "--since", "1h", "--limit", "2")
+	if code != exitOK {
+		t.Fatalf("events: %d %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "cancel-application/OA1 (new) → REVIEWING") ||
+		!strings.Contains(lines[1], "succeeded query-cancel-application id=ev-1 attempts=1") {
+		t.Errorf("events output:\n%s", out)
+	}
+	code, out, _ = cli(t, env, "events", "--json", "--since", "1h", "--limit", "1", "*.succeeded")
+	if code != exitOK || !strings.HasPrefix(out, `{"specversion":"1.0","id":"outcome/ev-1"`) {
+		t.Errorf("events --json: %d\n%s", code, out)
+	}
+}
+
+func TestDLQReplay(t *testing.T) {
+	sim, env := startServe(t, wxpaysim.Options{AutoCreate: true}, map[string]string{
+		"WXCANCEL_MAX_DELIVER": "2", "WXCANCEL_REDELIVERY_DELAY": "10ms",
+		"WXPAY_RETRY_INITIAL_INTERVAL": "5ms", "WXPAY_RETRY_MAX_INTERVAL": "10ms", "WXPAY_RETRY_MAX_ELAPSED": "50ms",
+	})
+	if err := sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.SystemError, Endpoint: wxpaysim.EndpointQueryCancelWithdraw}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := cli(t, env, "send", "query-cancel-withdraw", "--data", `{"applyment_id":"A1"}`, "--id", "dl-1", "--wait")
+	if code != exitFailure || !strings.Contains(out, "SYSTEM_ERROR") {
+		t.Fatalf("send: exit %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, env, "dlq", "list")
+	if code != exitOK || !strings.Contains(out, "query-cancel-withdraw") || !strings.Contains(out, "dl-1") || !strings.Contains(out, "SYSTEM_ERROR") {
+		t.Fatalf("dlq list: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, env, "dlq", "show", "1")
+	if code != exitOK || !strings.Contains(out, "Wxcancel-Deliveries: 2") || !strings.Contains(out, `{"applyment_id":"A1"}`) {
+		t.Errorf("dlq show: %d\n%s", code, out)
+	}
+	// Inside the duplicate window the replay is refused with the reason.
+	code, _, errOut := cli(t, env, "dlq", "replay", "1")
+	if code != exitFailure || !strings.Contains(errOut, "duplicate window") {
+		t.Errorf("replay inside the window: %d %s", code, errOut)
+	}
+
+	nc, err := nats.Connect(env["NATS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(t.Context(), "WXPAY_COMMANDS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the window pass
+	if err := sim.SetFaults(); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync("wxpay.evt.query-cancel-withdraw.succeeded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = cli(t, env, "dlq", "replay", "--all")
+	if code != exitOK || !strings.Contains(out, "replayed seq 1: query-cancel-withdraw dl-1") {
+		t.Fatalf("replay: %d %s %s", code, out, errOut)
+	}
+	m, err := sub.NextMsg(30 * time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"id":"outcome/dl-1/replay-1"`) {
+		t.Fatalf("replayed outcome: %v %s", err, m.Data)
+	}
+	if code, out, _ := cli(t, env, "dlq", "purge", "1"); code != exitOK || !strings.Contains(out, "purged seq 1") {
+		t.Errorf("purge: %d %s", code, out)
+	}
+	if code, out, _ := cli(t, env, "dlq", "list"); code != exitOK || !strings.Contains(out, "no dead letters") {
+		t.Errorf("list after purge: %d %s", code, out)
+	}
+	for _, args := range [][]string{{"dlq"}, {"dlq", "frobnicate"}, {"dlq", "replay"}, {"dlq", "replay", "1", "--all"}, {"dlq", "show", "x"}} {
+		if code, _, _ := cli(t, env, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+}
+
+func TestSimCommand(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	r, w, _ := os.Pipe()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, &app{stdout: w, stderr: w, getenv: envFunc(nil)}, []string{"sim", "--addr", "127.0.0.1:0", "--keys-dir", dir, "--faults", "system_error@confirm-cancel:times=1"})
+		w.Close()
+	}()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "WeChat Pay simulator on http://127.0.0.1:") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	env, err := os.ReadFile(filepath.Join(dir, "serve.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"WXPAY_MCHID=", "WXPAY_CERT_SERIAL_NO=", "WXPAY_PRIVATE_KEY_FILE=", "WXPAY_PUBLIC_KEY_ID=PUB_KEY_ID_", "WXPAY_PUBLIC_KEY_FILE=", "WXPAY_BASE_URL=http://127.0.0.1:"} {
+		if !strings.Contains(string(env), k) {
+			t.Errorf("serve.env lacks %s:\n%s", k, env)
+		}
+	}
+	// What it wrote is a valid serve configuration.
+	cfg := consumer.DefaultConfig()
+	vars := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(env)), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		vars[k] = v
+	}
+	cfg.Bind(newFlagSet(&app{stderr: &syncBuffer{}}, "x", ""), envFunc(vars))
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("serve.env does not validate: %v", err)
+	}
+	if _, err := cfg.ClientConfig(); err != nil {
+		t.Errorf("serve.env keys do not load: %v", err)
+	}
+	cancel()
+	if c := <-exit; c != exitOK {
+		t.Errorf("sim exited %d", c)
+	}
+	if code, _, errOut := cli(t, nil, "sim", "--faults", "nonsense"); code != exitUsage || !strings.Contains(errOut, "--faults") {
+		t.Errorf("bad faults: %d %s", code, errOut)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, c := range subcommands() {
+		code, out, errOut := cli(t, nil, c.name, "-h")
+		if code != exitOK {
+			t.Errorf("%s -h: exit %d", c.name, code)
+		}
+		if c.name != "version" && !strings.Contains(errOut+out, "Example") {
+			t.Errorf("%s -h has no examples:\n%s", c.name, errOut+out)
+		}
+	}
+	if code, out, _ := cli(t, nil, "version"); code != exitOK || !strings.HasPrefix(out, "wxcancel ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if code, _, errOut := cli(t, nil, "frobnicate"); code != exitUsage || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command: %d %s", code, errOut)
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+const simHelp = `Usage: wxcancel sim [--addr HOST:PORT] [--keys-dir DIR] [--faults SPEC] [--latency D]
+
+Runs the WeChat Pay simulator as a standalone HTTP server until interrupted.
+It generates a merchant key and its own WeChat Pay key at start, writes
+what a serve needs into --keys-dir (apiclient_key.pem, pub_key.pem and
+serve.env with the WXPAY_* settings) and prints the key id. Unknown
+merchants and applications are created on first use, so any well-formed
+command succeeds unless a fault says otherwise.
+
+Faults (--faults) are ';'-separated: kind[@endpoint[/id]][:times=N,rate=F,delay=D,retry_after=D]
+Kinds: ` + "%s" + `.
+Endpoints are the command types.
+
+Examples:
+  wxcancel sim --addr 127.0.0.1:8080 --keys-dir ./data/sim
+  wxcancel sim --faults 'system_error@confirm-cancel:times=2;latency:delay=100ms'
+
+  # in another shell: serve against it, then send a command
+  set -a; . ./data/sim/serve.env; set +a; WXCANCEL_HTTP_ADDR=:9090 wxcancel serve
+  wxcancel send validate-cancel --data '{"sub_mchid":"1900000109"}' --wait
+
+Flags:
+`
+
+func runSim(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "sim", fmt.Sprintf(simHelp, strings.Join(wxpaysim.FaultKinds(), ", ")))
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address (loopback: serve accepts plain http only to a loopback host)")
+	keysDir := fs.String("keys-dir", "./data/sim", "where to write the keys and serve.env")
+	mchID := fs.String("mchid", "1900000001", "the platform merchant id the simulator accepts")
+	faults := fs.String("faults", "", "faults to inject (see above)")
+	latency := fs.Duration("latency", 0, "delay every answer by this much")
+	sigCache := fs.Duration("signature-cache", 0, "reuse the signature of an identical answer for this long (at most 2m; for benchmarks)")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	fl, err := wxpaysim.ParseFaults(*faults)
+	if err != nil {
+		return fmt.Errorf("%w: --faults: %v", errUsage, err)
+	}
+	sim, err := wxpaysim.New(wxpaysim.Options{AutoCreate: true, Latency: *latency, SignatureCacheTTL: *sigCache})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := sim.SetFaults(fl...); err != nil {
+		return fmt.Errorf("%w: --faults: %v", errUsage, err)
+	}
+	m, err := wxpaysim.NewMerchant(*mchID)
+	if err != nil {
+		return err
+	}
+	sim.RegisterMerchant(m)
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("--addr: %w", err)
+	}
+	defer ln.Close()
+	baseURL := "http://" + ln.Addr().String()
+	if err := writeSimKeys(sim, m, *keysDir, baseURL); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "WeChat Pay simulator on %s\n  public key id  %s\n  merchant       %s (serial %s)\n  serve settings %s\n",
+		baseURL, sim.PublicKeyID(), m.MchID, m.SerialNo, filepath.Join(*keysDir, "serve.env"))
+	if len(fl) > 0 {
+		fmt.Fprintf(a.stdout, "  faults         %s\n", *faults)
+	}
+
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// writeSimKeys writes the key files and a serve.env holding every setting
+// a serve needs to talk to the simulator at baseURL.
+func writeSimKeys(sim *wxpaysim.Server, m wxpaysim.Merchant, dir, baseURL string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	files, err := sim.WriteKeys(abs, m)
+	if err != nil {
+		return err
+	}
+	env := append(files.Env(), "WXPAY_BASE_URL="+baseURL, "WXPAY_BACKUP_BASE_URL=-")
+	if err := os.WriteFile(filepath.Join(abs, "serve.env"), []byte(strings.Join(env, "\n")+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing serve.env: %w", err)
+	}
+	return nil
+}
