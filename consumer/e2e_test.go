@@ -541,3 +541,60 @@ func TestNoProvisionReportsWhatIsMissing(t *testing.T) {
 		}
 	}
 }
+
+// TestLostAnswersReconciled: WeChat Pay acts on a POST and the answer is
+// lost; the client's retry is refused as already done, and a query proves
+// the effect: succeeded, reconciled, not failed and not sent a third time.
+func TestLostAnswersReconciled(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
+	app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
+	if err := h.sim.SetFaults(
+		wxpaysim.Fault{Kind: wxpaysim.DropAfter, Endpoint: wxpaysim.EndpointConfirmCancel, Times: 1},
+		wxpaysim.Fault{Kind: wxpaysim.DropAfter, Endpoint: wxpaysim.EndpointApplyCancelWithdraw, Times: 1},
+	); err != nil {
+		t.Fatal(err)
+	}
+	h.start("a")
+	h.send("confirm-cancel", "lost-confirm", confirmBody(app.ApplymentID))
+	h.send("apply-cancel-withdraw", "lost-apply", map[string]any{"sub_mchid": subMchid, "out_request_no": "P300"})
+	got := h.waitOutcomes("lost-confirm", "lost-apply")
+	for _, id := range []string{"lost-confirm", "lost-apply"} {
+		e := one(t, got, id)
+		if e.outcome() != "succeeded" || e.Data["reconciled"] != true {
+			t.Errorf("%s: %s reconciled=%v: %s", id, e.outcome(), e.Data["reconciled"], e.Raw)
+		}
+	}
+	if r := one(t, got, "lost-confirm").result(); r["cancel_state"] != "SYSTEM_PROCESSING" {
+		t.Errorf("the reconciled confirmation reports the queried application: %v", r)
+	}
+	if n := h.sim.Count(wxpaysim.EndpointConfirmCancel); n != 2 {
+		t.Errorf("confirm-cancel sent %d times, want 2 (the lost one and the refused retry)", n)
+	}
+	if r := one(t, got, "lost-apply").result(); r["out_request_no"] != "P300" {
+		t.Errorf("the reconciled application: %v", r)
+	}
+}
+
+// TestConcurrentProvisioning: instances starting together all provision
+// the same objects without failing.
+func TestConcurrentProvisioning(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	topo := consumer.NewTopology(h.cfg)
+	errs := make(chan error, 4)
+	for i := range 4 {
+		_, js := h.connect(fmt.Sprint("p", i))
+		go func() {
+			_, err := consumer.Provision(t.Context(), js, topo, true)
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("Provision: %v", err)
+		}
+	}
+	if _, err := consumer.Provision(t.Context(), h.js, topo, false); err != nil {
+		t.Errorf("the objects are not all there: %v", err)
+	}
+}
