@@ -246,7 +246,8 @@ func TestSimCommand(t *testing.T) {
 	r, w, _ := os.Pipe()
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, &app{stdout: w, stderr: w, getenv: envFunc(nil)}, []string{"sim", "--addr", "127.0.0.1:0", "--keys-dir", dir, "--faults", "system_error@confirm-cancel:times=1"})
+		exit <- run(ctx, &app{stdout: w, stderr: w, getenv: envFunc(nil)}, []string{"sim", "--addr", "127.0.0.1:0", "--keys-dir", dir, "--faults", "system_error@confirm-cancel:times=1",
+			"--cert-serial-no", "3775B6A45ACD588826D15E583A95F5DD2C6B1E1A", "--public-key-id", "PUB_KEY_ID_0119000000012026120100000000000"})
 		w.Close()
 	}()
 	line, err := bufio.NewReader(r).ReadString('\n')
@@ -257,7 +258,7 @@ func TestSimCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"WXPAY_MCHID=", "WXPAY_CERT_SERIAL_NO=", "WXPAY_PRIVATE_KEY_FILE=", "WXPAY_PUBLIC_KEY_ID=PUB_KEY_ID_", "WXPAY_PUBLIC_KEY_FILE=", "WXPAY_BASE_URL=http://127.0.0.1:"} {
+	for _, k := range []string{"WXPAY_MCHID=", "WXPAY_CERT_SERIAL_NO=", "WXPAY_PRIVATE_KEY_FILE=", "WXPAY_PUBLIC_KEY_ID=PUB_KEY_ID_0119000000012026120100000000000", "WXPAY_CERT_SERIAL_NO=3775B6A45ACD588826D15E583A95F5DD2C6B1E1A", "WXPAY_PUBLIC_KEY_FILE=", "WXPAY_BASE_URL=http://127.0.0.1:"} {
 		if !strings.Contains(string(env), k) {
 			t.Errorf("serve.env lacks %s:\n%s", k, env)
 		}
@@ -282,6 +283,9 @@ func TestSimCommand(t *testing.T) {
 	}
 	if code, _, errOut := cli(t, nil, "sim", "--faults", "nonsense"); code != exitUsage || !strings.Contains(errOut, "--faults") {
 		t.Errorf("bad faults: %d %s", code, errOut)
+	}
+	if code, _, errOut := cli(t, nil, "sim", "--public-key-id", "KEY1"); code != exitUsage || !strings.Contains(errOut, "PUB_KEY_ID_") {
+		t.Errorf("bad key id: %d %s", code, errOut)
 	}
 }
 

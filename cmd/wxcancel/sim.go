@@ -30,6 +30,8 @@ Endpoints are the command types.
 Examples:
   wxcancel sim --addr 127.0.0.1:8080 --keys-dir ./data/sim
   wxcancel sim --faults 'system_error@confirm-cancel:times=2;latency:delay=100ms'
+  wxcancel sim --addr :8080 --mchid 1900000001 --cert-serial-no 3775B6A45ACD588826D15E583A95F5DD2C6B1E1A \
+    --public-key-id PUB_KEY_ID_0119000000012026120100000000000   # an identity fixed ahead, as in deploy/compose
 
   # in another shell: serve against it, then send a command
   set -a; . ./data/sim/serve.env; set +a; WXCANCEL_HTTP_ADDR=:9090 wxcancel serve
@@ -43,6 +45,8 @@ func runSim(ctx context.Context, a *app, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (loopback: serve accepts plain http only to a loopback host)")
 	keysDir := fs.String("keys-dir", "./data/sim", "where to write the keys and serve.env")
 	mchID := fs.String("mchid", "1900000001", "the platform merchant id the simulator accepts")
+	serial := fs.String("cert-serial-no", "", "the merchant certificate serial it accepts (default: random); fixed values let a serve be configured ahead")
+	keyID := fs.String("public-key-id", "", "the id of its WeChat Pay public key, PUB_KEY_ID_… (default: random)")
 	faults := fs.String("faults", "", "faults to inject (see above)")
 	latency := fs.Duration("latency", 0, "delay every answer by this much")
 	sigCache := fs.Duration("signature-cache", 0, "reuse the signature of an identical answer for this long (at most 2m; for benchmarks)")
@@ -56,7 +60,7 @@ func runSim(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: --faults: %v", errUsage, err)
 	}
-	sim, err := wxpaysim.New(wxpaysim.Options{AutoCreate: true, Latency: *latency, SignatureCacheTTL: *sigCache})
+	sim, err := wxpaysim.New(wxpaysim.Options{AutoCreate: true, Latency: *latency, SignatureCacheTTL: *sigCache, PublicKeyID: *keyID})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -66,6 +70,9 @@ func runSim(ctx context.Context, a *app, args []string) error {
 	m, err := wxpaysim.NewMerchant(*mchID)
 	if err != nil {
 		return err
+	}
+	if *serial != "" {
+		m.SerialNo = *serial
 	}
 	sim.RegisterMerchant(m)
 	ln, err := net.Listen("tcp", *addr)
