@@ -59,8 +59,10 @@ type Config struct {
 	// in-process retries ran out; it doubles with each delivery, capped at
 	// MaxRedeliveryDelay (WXCANCEL_REDELIVERY_DELAY, default 30s).
 	RedeliveryDelay time.Duration
-	// Concurrency is how many commands one instance has in flight
-	// (WXCANCEL_CONCURRENCY, default 64).
+	// Concurrency is how many commands one instance works on at once
+	// (WXCANCEL_CONCURRENCY, default 64). A command waiting out a retry
+	// backoff gives its place up, so up to twice as many may be
+	// unacknowledged.
 	Concurrency int
 	// HTTPAddr serves /metrics, /healthz and /readyz (WXCANCEL_HTTP_ADDR,
 	// default :9090; "-" disables it).
@@ -143,7 +145,7 @@ var settings = []setting{
 	{"WXPAY_RETRY_MAX_ELAPSED", "retry-max-elapsed", "in-process retry budget of one delivery", func(c *Config) any { return &c.RetryMaxElapsed }},
 	{"WXCANCEL_MAX_DELIVER", "max-deliver", "deliveries of one command before it is dead-lettered", func(c *Config) any { return &c.MaxDeliver }},
 	{"WXCANCEL_REDELIVERY_DELAY", "redelivery-delay", "delay before redelivery; doubles per delivery, capped at 10m", func(c *Config) any { return &c.RedeliveryDelay }},
-	{"WXCANCEL_CONCURRENCY", "concurrency", "commands in flight per instance", func(c *Config) any { return &c.Concurrency }},
+	{"WXCANCEL_CONCURRENCY", "concurrency", "commands worked on at once per instance", func(c *Config) any { return &c.Concurrency }},
 	{"WXCANCEL_HTTP_ADDR", "http-addr", "listen address for /metrics, /healthz, /readyz (\"-\": off)", func(c *Config) any { return &c.HTTPAddr }},
 	{"WXCANCEL_ACK_WAIT", "ack-wait", "consumer acknowledgement deadline", func(c *Config) any { return &c.AckWait }},
 	{"WXCANCEL_SHUTDOWN_TIMEOUT", "shutdown-timeout", "longest graceful drain on SIGTERM", func(c *Config) any { return &c.ShutdownTimeout }},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"time"
@@ -86,9 +87,10 @@ func rejected(msg string, vs ...publisher.Violation) execution {
 }
 
 // call returns the options of one WeChat Pay call: its attempts are counted in
-// metrics and logged.
-func (s *Service) call(d *delivery, endpoint string) wxpay.CallOption {
-	return wxpay.WithAttemptHook(func(a wxpay.Attempt) {
+// metrics and logged, and it waits out its retry backoffs without holding a
+// worker slot (waitOut).
+func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
+	return []wxpay.CallOption{wxpay.WithRetryWait(s.waitOut), wxpay.WithAttemptHook(func(a wxpay.Attempt) {
 		s.metrics.Requests.WithLabelValues(endpoint, statusLabel(a.StatusCode)).Inc()
 		s.metrics.RequestDuration.WithLabelValues(endpoint).Observe(a.Duration.Seconds())
 		if a.Retry {
@@ -97,6 +99,9 @@ func (s *Service) call(d *delivery, endpoint string) wxpay.CallOption {
 		var sigErr *wxpay.SignatureError
 		if errors.As(a.Err, &sigErr) {
 			s.metrics.SignatureFailures.WithLabelValues(string(sigErr.Reason)).Inc()
+		}
+		if !a.Retry && !d.log.Enabled(context.Background(), slog.LevelDebug) {
+			return // nothing to log: spare building the record
 		}
 		attrs := []any{"endpoint", endpoint, "attempt", a.Number, "host", a.Host, "status", a.StatusCode, "duration", a.Duration}
 		if a.Err != nil {
@@ -108,7 +113,7 @@ func (s *Service) call(d *delivery, endpoint string) wxpay.CallOption {
 			return
 		}
 		d.log.Debug("WeChat Pay request", attrs...)
-	})
+	})}
 }
 
 // verdict turns a call's error into an execution: retry for transient
@@ -174,7 +179,7 @@ func succeeded(res *wxpay.Result) execution {
 }
 
 func (s *Service) validateCancel(ctx context.Context, d *delivery, c *schemas.ValidateCancel) execution {
-	resp, res, err := s.client.ValidateCancel(ctx, c.SubMchid, s.call(d, string(schemas.TypeValidateCancel)))
+	resp, res, err := s.client.ValidateCancel(ctx, c.SubMchid, s.call(d, string(schemas.TypeValidateCancel))...)
 	if err != nil {
 		return verdict(ctx, res, err)
 	}
@@ -201,11 +206,11 @@ func (s *Service) queryCancelWithdraw(ctx context.Context, d *delivery, c *schem
 // queryApplication queries a cancel-withdraw application by applyment_id
 // when given, else by out_request_no.
 func (s *Service) queryApplication(ctx context.Context, d *delivery, applymentID, outRequestNo string) (wxpay.CancelWithdrawApplication, *wxpay.Result, error) {
-	opt := s.call(d, string(schemas.TypeQueryCancelWithdraw))
+	opts := s.call(d, string(schemas.TypeQueryCancelWithdraw))
 	if applymentID != "" {
-		return s.client.QueryCancelWithdrawByApplymentID(ctx, applymentID, opt)
+		return s.client.QueryCancelWithdrawByApplymentID(ctx, applymentID, opts...)
 	}
-	return s.client.QueryCancelWithdrawByOutRequestNo(ctx, outRequestNo, opt)
+	return s.client.QueryCancelWithdrawByOutRequestNo(ctx, outRequestNo, opts...)
 }
 
 func (ex *execution) observeApplication(d *delivery, app wxpay.CancelWithdrawApplication, res *wxpay.Result) {
@@ -228,7 +233,7 @@ func (ex *execution) observe(d *delivery, ob publisher.Observation) {
 }
 
 func (s *Service) queryCancelApplication(ctx context.Context, d *delivery, c *schemas.QueryCancelApplication) execution {
-	app, res, err := s.client.QueryCancelApplication(ctx, c.OutApplyNo, s.call(d, string(schemas.TypeQueryCancelApplication)))
+	app, res, err := s.client.QueryCancelApplication(ctx, c.OutApplyNo, s.call(d, string(schemas.TypeQueryCancelApplication))...)
 	if err != nil {
 		return verdict(ctx, res, err)
 	}
@@ -256,7 +261,7 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 		ApplymentID: c.ApplymentID, OutRequestNo: c.OutRequestNo, SubMchid: c.SubMchid,
 		OperatorIdentification: c.OperatorIdentification, ConfirmTime: c.ConfirmTime, CancelContractVersion: c.CancelContractVersion,
 	}
-	_, res, err := s.client.ConfirmCancel(ctx, req, s.call(d, string(schemas.TypeConfirmCancel)))
+	_, res, err := s.client.ConfirmCancel(ctx, req, s.call(d, string(schemas.TypeConfirmCancel))...)
 	if err == nil {
 		return succeeded(res)
 	}
@@ -309,7 +314,7 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 // makes it idempotent at WeChat Pay; when an attempt's answer was lost, the
 // application is looked up by out_request_no to learn whether it exists.
 func (s *Service) applyCancelWithdraw(ctx context.Context, d *delivery, rec *record, c *schemas.ApplyCancelWithdraw) execution {
-	_, res, err := s.client.ApplyCancelWithdraw(ctx, applyRequest(c), s.call(d, string(schemas.TypeApplyCancelWithdraw)))
+	_, res, err := s.client.ApplyCancelWithdraw(ctx, applyRequest(c), s.call(d, string(schemas.TypeApplyCancelWithdraw))...)
 	if err == nil {
 		return succeeded(res)
 	}
@@ -363,7 +368,7 @@ func applyRequest(c *schemas.ApplyCancelWithdraw) wxpay.ApplyCancelWithdrawReque
 // cancelApplyment cancels an apply4subject application (204 on success).
 func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record, c *schemas.CancelApplyment) execution {
 	res, err := s.client.CancelApplyment(ctx, wxpay.CancelApplymentRequest{BusinessCode: c.BusinessCode, ApplymentID: c.ApplymentID},
-		s.call(d, string(schemas.TypeCancelApplyment)))
+		s.call(d, string(schemas.TypeCancelApplyment))...)
 	if err != nil {
 		ex := verdict(ctx, res, err)
 		if (maybeSent(d, rec) || ex.ambiguous) && ex.err != nil && ex.outcome == publisher.Failed {

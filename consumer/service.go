@@ -36,9 +36,25 @@ type Service struct {
 	metrics  *Metrics
 	clock    func() time.Time
 	ready    atomic.Bool
-	sem      chan struct{}
 	inflight sync.WaitGroup
+
+	// sem holds a token per command being worked on (and per puller
+	// waiting for a message to give a worker): Concurrency at most, but
+	// for the overdraft of commands back from a backoff wait.
+	sem       chan struct{}
+	overdraft atomic.Int64
+	// parked holds a token per command waiting out a retry backoff without
+	// a worker slot (see waitOut): Concurrency at most.
+	parked chan struct{}
+	// handoff passes the slot of a command about to finish to a puller
+	// waiting for one (see offerHandover).
+	handoff chan *handover
 }
+
+// handover is the slot of a finishing command, promised to a puller: the
+// puller asks for the next command at once, and the slot itself is passed on
+// the channel once the finishing command is settled.
+type handover struct{ slot chan struct{} }
 
 // Options are the collaborators of a Service beyond its Config.
 type Options struct {
@@ -82,6 +98,8 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 	}
 	s.tracker = s.pub.StatusTracker(h.Status)
 	s.sem = make(chan struct{}, cfg.Concurrency)
+	s.parked = make(chan struct{}, cfg.Concurrency)
+	s.handoff = make(chan *handover)
 	return s, nil
 }
 
@@ -125,71 +143,206 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetchWait bounds one pull request: an idle instance asks again this often,
-// and a shutdown waits at most this long for the pull under way.
-const fetchWait = 2 * time.Second
+// maxPullers bounds the pull requests one instance keeps open: each puller
+// holds at most one, for one message. A few pullers keep every worker busy
+// (a pull takes one round trip, a command many), and few keep the
+// consumer's queue of waiting pull requests, shared by every instance and
+// bounded by the server (MaxWaiting, 512 by default), short.
+const maxPullers = 16
 
-// pull fetches commands only for free workers, so that no message waits in
-// a client-side buffer while its ack timer runs: a command is pulled when a
-// worker can start it at once. Every free worker is asked for in one pull,
-// so pulls batch naturally under load. It returns when ctx ends.
+// pullExpiry is how long one pull request waits on the server for a
+// message before the puller asks again.
+const pullExpiry = 30 * time.Second
+
+// closeWait bounds the wait for a message already on its way to a puller
+// when the service stops pulling (once the server has the unsubscription,
+// it assigns no more: a message can only be on the wire).
+const closeWait = 200 * time.Millisecond
+
+// pull runs the pullers until ctx ends. A puller asks for a message only
+// while it holds a free worker slot, and for one message only, so that no
+// message waits in a client-side buffer while its ack timer runs: a command
+// is pulled when a worker can start it at once, and goes to that worker the
+// moment it arrives. Every puller owns its own iterator (a long-lived
+// subscription: no subscription is made per pull).
 func (s *Service) pull(ctx, workCtx context.Context) {
+	var wg sync.WaitGroup
+	for range min(cap(s.sem), maxPullers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.puller(ctx, workCtx)
+		}()
+	}
+	wg.Wait()
+}
+
+// puller pulls commands for free workers until ctx ends, making its iterator
+// again after a terminal error (consumer deleted, connection closed).
+func (s *Service) puller(ctx, workCtx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
-		// Wait for one free worker, then take every other free one.
-		select {
-		case s.sem <- struct{}{}:
-		case <-ctx.Done():
+		it, err := s.cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(pullExpiry))
+		if err == nil {
+			err = s.pullWith(ctx, workCtx, it, &failures)
+		}
+		if err == nil {
 			return
 		}
-		n := 1
-	more:
-		for n < cap(s.sem) {
-			select {
-			case s.sem <- struct{}{}:
-				n++
-			default:
-				break more
-			}
+		failures++
+		s.logPullError(err, failures)
+		select {
+		case <-time.After(min(time.Duration(failures)*100*time.Millisecond, 2*time.Second)):
+		case <-ctx.Done():
 		}
-		batch, err := s.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			s.release(n)
-			failures++
-			s.logPullError(err, failures)
-			select {
-			case <-time.After(min(time.Duration(failures)*100*time.Millisecond, 2*time.Second)):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		for msg := range batch.Messages() {
-			n--
-			s.inflight.Add(1)
-			s.metrics.InFlight.Inc()
-			go func() {
-				defer func() {
-					s.metrics.InFlight.Dec()
-					<-s.sem
-					s.inflight.Done()
-				}()
-				s.handle(workCtx, msg)
-			}()
-		}
-		s.release(n)
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			failures++
-			s.logPullError(err, failures)
-			continue
-		}
-		failures = 0
 	}
 }
 
-// release frees n worker slots taken for a pull that brought fewer messages.
-func (s *Service) release(n int) {
-	for range n {
-		<-s.sem
+// pullWith pulls through it until ctx ends (nil) or it fails for good.
+func (s *Service) pullWith(ctx, workCtx context.Context, it jetstream.MessagesContext, failures *int) error {
+	for {
+		// Wait for a free worker before asking for a message, or for the
+		// promise of one: a command that is finishing hands its slot over,
+		// so that the pull overlaps its last round trips (the message then
+		// waits for that slot no longer than those take).
+		var h *handover
+		select {
+		case s.sem <- struct{}{}:
+		case h = <-s.handoff:
+		case <-ctx.Done():
+			s.stopPulling(it)
+			return nil
+		}
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if h != nil {
+			<-h.slot
+		}
+		if err != nil {
+			s.releaseSlot()
+			switch {
+			case ctx.Err() != nil:
+				s.stopPulling(it)
+				return nil
+			case errors.Is(err, jetstream.ErrNoHeartbeat):
+				// The pull request was lost (a server restart, a
+				// leadership change): the iterator asks again.
+				*failures++
+				s.logPullError(err, *failures)
+				continue
+			default:
+				it.Stop()
+				return err
+			}
+		}
+		*failures = 0
+		s.dispatch(workCtx, msg)
+	}
+}
+
+// dispatch runs one delivery on a worker of its own; the worker frees its
+// slot when the delivery is settled.
+func (s *Service) dispatch(workCtx context.Context, msg jetstream.Msg) {
+	s.inflight.Add(1)
+	s.metrics.InFlight.Inc()
+	go func() {
+		var h *handover
+		defer func() {
+			s.metrics.InFlight.Dec()
+			if h != nil {
+				h.slot <- struct{}{} // to the puller it was promised to
+			} else {
+				s.releaseSlot()
+			}
+			s.inflight.Done()
+		}()
+		h = s.handle(workCtx, msg)
+	}()
+}
+
+// offerHandover promises the slot of d, which is finishing (its outcome
+// event is stored; only bookkeeping and the acknowledgement remain), to a
+// puller waiting for a slot, if one is. The slot follows when d is settled.
+func (s *Service) offerHandover(d *delivery) {
+	if d.handover != nil {
+		return
+	}
+	h := &handover{slot: make(chan struct{}, 1)}
+	select {
+	case s.handoff <- h:
+		d.handover = h
+	default:
+	}
+}
+
+// releaseSlot gives a worker slot up. The overdraft of commands that came
+// back from a backoff wait while every slot was taken is paid off first, so
+// that the pullers wait until the commands worked on are within the bound
+// again. (Tokens plus overdraft always count the slots held, so the receive
+// never blocks.)
+func (s *Service) releaseSlot() {
+	for {
+		n := s.overdraft.Load()
+		if n == 0 {
+			<-s.sem
+			return
+		}
+		if s.overdraft.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
+}
+
+// waitOut waits out a retry backoff of a WeChat Pay call (the client's
+// retry wait). The command gives its worker slot up for the wait, so that
+// the backoff of one command does not hold up the others: a puller takes
+// the slot for the next command. Back from the wait, the command takes a
+// free slot, or, when there is none, goes over the bound until as many
+// commands have finished (it never queues for a slot behind new commands,
+// nor behind a puller idling for a message). At most Concurrency commands
+// wait this way at once; beyond that a command waits holding its slot.
+func (s *Service) waitOut(ctx context.Context, d time.Duration) error {
+	select {
+	case s.parked <- struct{}{}:
+	default:
+		return sleepContext(ctx, d)
+	}
+	s.releaseSlot()
+	err := sleepContext(ctx, d)
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.overdraft.Add(1)
+	}
+	<-s.parked
+	return err
+}
+
+// sleepContext waits d, or until ctx ends (its error).
+func sleepContext(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopPulling ends an iterator when the service stops: a message that the
+// server sent for the pull under way (it can be on the wire) is handed back
+// at once for another instance, rather than left to its ack timeout.
+func (s *Service) stopPulling(it jetstream.MessagesContext) {
+	it.Drain()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(closeWait))
+		if err != nil {
+			it.Stop()
+			return
+		}
+		if err := msg.Nak(); err != nil {
+			s.log.Debug("handing back a command pulled during shutdown failed", "err", err)
+		}
 	}
 }
 
@@ -216,6 +369,7 @@ type delivery struct {
 	number      uint64 // delivery count, from 1
 	traceparent string
 	log         *slog.Logger
+	handover    *handover // the slot is promised to a puller (offerHandover)
 }
 
 func (s *Service) newDelivery(msg jetstream.Msg) *delivery {
@@ -243,37 +397,45 @@ func (s *Service) newDelivery(msg jetstream.Msg) *delivery {
 }
 
 // handle runs one delivery to its end: every path ends in exactly one
-// settlement (ack, delayed nak or term) chosen by settle.
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+// settlement (ack, delayed nak or term) chosen by settle. It returns the
+// handover its slot was promised to, if any.
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) *handover {
 	d := s.newDelivery(msg)
 	stop := s.keepAlive(d)
 	a := s.process(ctx, d)
 	stop()
 	s.settle(d, a)
+	return d.handover
 }
 
 // keepAlive tells JetStream the command is still being worked on, every
-// third of the ack wait, until stopped.
+// third of the ack wait, until stopped; no signal is sent once stop
+// returns. (A timer, not a goroutine: most commands end long before the
+// first signal.)
 func (s *Service) keepAlive(d *delivery) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(s.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := d.msg.InProgress(); err != nil {
-					d.log.Debug("in-progress signal failed", "err", err)
-				}
-			}
+	every := s.cfg.AckWait / 3
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		if err := d.msg.InProgress(); err != nil {
+			d.log.Debug("in-progress signal failed", "err", err)
+		}
+		t.Reset(every)
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // ackKind is how a delivery is settled.
@@ -441,6 +603,7 @@ func (s *Service) finish(ctx context.Context, d *delivery, rec *record, rev uint
 		if err := s.pub.Publish(ctx, *rec.Event); err != nil {
 			return s.infraRetry(d, err)
 		}
+		s.offerHandover(d)
 		rec.Published = true
 		if _, err := s.records.put(ctx, d.key, rec, rev); err != nil && !errors.Is(err, errRecordConflict) {
 			// The event is stored; a redelivery republishes it with the same

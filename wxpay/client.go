@@ -279,6 +279,7 @@ type Attempt struct {
 type callOptions struct {
 	hook   func(Attempt)
 	policy *RetryPolicy
+	wait   func(ctx context.Context, d time.Duration) error
 }
 
 // CallOption adjusts one call.
@@ -288,6 +289,14 @@ type CallOption func(*callOptions)
 // wait for the next one, on the calling goroutine.
 func WithAttemptHook(hook func(Attempt)) CallOption {
 	return func(o *callOptions) { o.hook = hook }
+}
+
+// WithRetryWait makes the call wait between its attempts with wait instead
+// of the client's Sleep: wait must return after d, or early with an error
+// when ctx ends. A caller that bounds its work in flight can use it to give
+// its place up while a call waits out a backoff.
+func WithRetryWait(wait func(ctx context.Context, d time.Duration) error) CallOption {
+	return func(o *callOptions) { o.wait = wait }
 }
 
 // WithRetryPolicy replaces the client's retry policy for one call; zero fields
@@ -365,6 +374,10 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*Result,
 		return res, &canceledError{method: r.method, path: uri, ctxErr: err}
 	}
 
+	wait := c.sleep
+	if o.wait != nil {
+		wait = o.wait
+	}
 	sched := newSchedule(policy, c.clock)
 	hook := func(a Attempt) {
 		if o.hook != nil {
@@ -430,7 +443,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*Result,
 		if !again {
 			return res, out.err
 		}
-		if serr := c.sleep(ctx, delay); serr != nil {
+		if serr := wait(ctx, delay); serr != nil {
 			if cerr := ctx.Err(); cerr != nil {
 				serr = cerr
 			}

@@ -1,0 +1,619 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/consumer"
+)
+
+// runSpec is one run of the service.
+type runSpec struct {
+	Name        string
+	Open        bool          // open loop at Rate for Duration; else Commands as fast as possible
+	Commands    int           // closed loop
+	Rate        float64       // open loop: commands/s offered
+	Duration    time.Duration // open loop
+	Concurrency int           // WXCANCEL_CONCURRENCY
+	Latency     time.Duration // the simulator's answer delay
+	Faults      string        // the simulator's faults
+	// The run is compared with min(CPU bound, concurrency ÷ latency) when
+	// ConcBound is set. The CPU bound is CPUBound (the peak run's rate)
+	// scaled by the floor of the peak run ÷ the floor of this run: the
+	// machine's speed drifts from one run to the next.
+	ConcBound     float64
+	CPUBound      float64
+	CPUBoundFloor float64
+	Profile       bool     // save a CPU profile of the service during the run
+	Env           []string // added to the service's environment
+}
+
+// Run is the result of one run, as printed and written to JSON.
+type Run struct {
+	Name        string  `json:"name"`
+	Mode        string  `json:"mode"` // closed or open
+	Concurrency int     `json:"concurrency"`
+	LatencyMS   float64 `json:"latency_ms"`
+	Faults      string  `json:"faults,omitempty"`
+	Env         string  `json:"service_env,omitempty"`
+	Commands    int     `json:"commands"`
+	Seconds     float64 `json:"seconds"`
+	Rate        float64 `json:"rate"` // commands/s (outcomes received ÷ first send to last outcome)
+	// Rate95 counts the first 95% of the outcomes only: the throughput
+	// while every worker has work, without the tail of the last commands
+	// (a command retried three times near the end stretches a run by
+	// seconds).
+	Rate95      float64 `json:"rate_95"`
+	OfferedRate float64 `json:"offered_rate,omitempty"` // open loop
+
+	ServiceCPUSeconds float64 `json:"service_cpu_seconds"`
+	CPUPerCommandMS   float64 `json:"cpu_per_command_ms"`
+	Attempts          int     `json:"attempts"`
+	// FloorPerRequestMS is the floor during the run: the median of samples
+	// (a few signs and verifies every half second, by a process of its own)
+	// taken while the run goes on. The machine is shared and its speed
+	// drifts by 10-20% from one minute to the next; the floor it costs
+	// during the run is what the service's CPU compares with.
+	FloorPerRequestMS float64 `json:"floor_per_request_ms"`
+	// IdleFloorPerRequestMS is the floor measured on the idle machine just
+	// before and just after the run (their mean), and IdleEfficiency the
+	// efficiency against it.
+	IdleFloorPerRequestMS float64 `json:"idle_floor_per_request_ms"`
+	IdleEfficiency        float64 `json:"idle_efficiency"`
+	FloorSamples          int     `json:"floor_samples"`
+	// FloorPerCommandMS = FloorPerRequestMS × attempts ÷ commands.
+	FloorPerCommandMS float64 `json:"floor_per_command_ms"`
+	// Efficiency = FloorPerCommandMS ÷ CPUPerCommandMS.
+	Efficiency float64 `json:"efficiency"`
+	Bound      float64 `json:"bound,omitempty"`       // min(CPU bound, concurrency ÷ latency)
+	CPUBound   float64 `json:"cpu_bound,omitempty"`   // the peak rate at this run's floor
+	BoundRatio float64 `json:"bound_ratio,omitempty"` // Rate ÷ Bound
+
+	// Latency from publish (open loop: its scheduled time) to the outcome
+	// event, minus the simulated WeChat Pay latency, of the commands that
+	// took one attempt, after the warm-up.
+	P50OverheadMS float64 `json:"p50_overhead_ms"`
+	P99OverheadMS float64 `json:"p99_overhead_ms"`
+	MaxOverheadMS float64 `json:"max_overhead_ms"`
+	// Of the commands that needed more than one attempt (faults run).
+	RetriedCommands int     `json:"retried_commands,omitempty"`
+	P50RetriedMS    float64 `json:"p50_retried_ms,omitempty"`
+
+	// MeanInFlight is the service's wxcancel_commands_in_flight, sampled
+	// four times a second during the run.
+	MeanInFlight float64 `json:"mean_in_flight"`
+
+	PeakRSSMB float64        `json:"peak_rss_mb"`
+	Outcomes  map[string]int `json:"outcomes"`
+	AllOK     bool           `json:"all_succeeded"`
+
+	StatusEvents   int `json:"status_events"`
+	DuplicateEvent int `json:"duplicate_outcome_events"`
+
+	// ForeignCores is the CPU (in cores, on average) that processes other
+	// than the benchmark's used during the run: a disturbed run shows it.
+	ForeignCores float64 `json:"foreign_cores"`
+	// CPU per command of the processes that share the machine.
+	NATSCPUPerCommandMS    float64 `json:"nats_cpu_per_command_ms"`
+	SimCPUPerCommandMS     float64 `json:"sim_cpu_per_command_ms"`
+	LoadgenCPUPerCommandMS float64 `json:"loadgen_cpu_per_command_ms"`
+
+	Error string `json:"error,omitempty"`
+}
+
+// bench holds what every run needs.
+type bench struct {
+	self       string // this executable, for the child modes
+	serviceBin string
+	tmp        string
+	pool       int
+	logLevel   string
+	profileDir string
+	profileFor time.Duration
+	meter      *floorMeter
+	floorSigns int // signs of the floor measured around each run
+	progress   io.Writer
+	serviceEnv []string
+	keep       bool
+	verbose    bool
+}
+
+const prefix = "wxpay"
+
+// run starts nats-server, the simulator and the service, each in its own
+// process, drives one run and stops them again.
+func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
+	res = Run{Name: spec.Name, Mode: "closed", Concurrency: spec.Concurrency, LatencyMS: ms(spec.Latency), Faults: spec.Faults,
+		Env: strings.Join(spec.Env, " ")}
+	if spec.Open {
+		res.Mode = "open"
+	}
+	began := time.Now()
+	step := func(what string) {
+		if b.verbose {
+			fmt.Fprintf(b.progress, "    %-14s %7.3fs %s\n", spec.Name, time.Since(began).Seconds(), what)
+		}
+	}
+	defer step("done")
+	dir := filepath.Join(b.tmp, spec.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return res, err
+	}
+	base := childEnv()
+	// nats-server and the simulator get one core's worth of threads.
+	kidEnv := append(slices.Clone(base), "GOMAXPROCS=1", benchChildEnv+"=1")
+
+	natsProc, line, err := startProc(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
+		kidEnv, filepath.Join(dir, "nats.log"), true, 30*time.Second)
+	if err != nil {
+		return res, err
+	}
+	defer natsProc.stop(10 * time.Second)
+	step("nats-server started")
+	var nr natsReady
+	if err := json.Unmarshal([]byte(line), &nr); err != nil {
+		return res, fmt.Errorf("nats child: %q: %w", line, err)
+	}
+
+	simProc, line, err := startProc(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys"),
+		"-latency", spec.Latency.String(), "-faults", spec.Faults}, kidEnv, filepath.Join(dir, "sim.log"), true, 30*time.Second)
+	if err != nil {
+		return res, err
+	}
+	defer simProc.stop(5 * time.Second)
+	step("simulator started")
+	var sr simReady
+	if err := json.Unmarshal([]byte(line), &sr); err != nil {
+		return res, fmt.Errorf("sim child: %q: %w", line, err)
+	}
+
+	opsAddr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	env := append(slices.Clone(base), sr.Keys.Env()...) // GOMAXPROCS unset: the service uses every core
+	env = append(env,
+		"NATS_URL="+nr.URL,
+		"WXPAY_BASE_URL="+sr.BaseURL,
+		"WXPAY_BACKUP_BASE_URL=-",
+		"WXCANCEL_CONCURRENCY="+strconv.Itoa(spec.Concurrency),
+		"WXCANCEL_HTTP_ADDR="+opsAddr,
+		"WXCANCEL_LOG_LEVEL="+b.logLevel,
+	)
+	if spec.Profile {
+		env = append(env, "WXCANCEL_PPROF=1")
+	}
+	env = append(env, spec.Env...)
+	env = append(env, b.serviceEnv...)
+	svcLog := filepath.Join(dir, "service.log")
+	svc, _, err := startProc(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
+	if err != nil {
+		return res, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = svc.stop(30 * time.Second)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, tail(svcLog, 8))
+		}
+	}()
+	if err := waitReady(ctx, opsAddr, svc, 60*time.Second); err != nil {
+		return res, err
+	}
+	step("service ready")
+
+	nc, err := nats.Connect(nr.URL, nats.Name("wxcancel-bench"))
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	var pubErrs atomic.Int64
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(2048),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
+	if err != nil {
+		return res, err
+	}
+	n := spec.Commands
+	if spec.Open {
+		n = int(spec.Rate * spec.Duration.Seconds())
+		res.OfferedRate = spec.Rate
+	}
+	col := newCollector(spec.Name, prefix, n)
+	sub, err := nc.Subscribe(prefix+".evt.>", func(m *nats.Msg) { col.event(m.Subject, m.Data, time.Now()) })
+	if err != nil {
+		return res, err
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := nc.Flush(); err != nil {
+		return res, err
+	}
+
+	floorBefore, err := b.meter.measure(b.floorSigns, 1)
+	if err != nil {
+		return res, err
+	}
+	sampler, _, err := startProc(ctx, "floor sampler", b.self, []string{"-child=floor", "-every", "500ms"},
+		kidEnv, filepath.Join(dir, "floor.log"), true, 30*time.Second)
+	if err != nil {
+		return res, err
+	}
+	defer sampler.stop(5 * time.Second)
+	step("floor measured")
+	cpu0, err := procCPU(svc.pid())
+	if err != nil {
+		return res, err
+	}
+	nats0, _ := procCPU(natsProc.pid())
+	sampler0, _ := procCPU(sampler.pid())
+	drain(sampler.lines) // samples of the idle machine
+	sim0, _ := procCPU(simProc.pid())
+	self0 := selfCPU()
+	mach0, _, _ := machineCPU()
+	wall0 := time.Now()
+
+	profDone := make(chan struct{})
+	if spec.Profile && b.profileDir != "" {
+		go func() {
+			defer close(profDone)
+			b.saveProfile(ctx, opsAddr, "profile?seconds="+strconv.Itoa(int(b.profileFor.Seconds())), spec.Name+".cpu.pprof")
+		}()
+	} else {
+		close(profDone)
+	}
+
+	sampling := make(chan struct{})
+	inFlight := make(chan float64, 1)
+	go func() { inFlight <- sampleInFlight(opsAddr, sampling) }()
+	fmt.Fprintf(b.progress, "  %-14s publishing %d commands (%s)...\n", spec.Name, n, describe(spec))
+	sendErr := send(ctx, js, col, spec, n, b.pool)
+	wait := 60*time.Second + time.Duration(float64(n)/max(min(spec.ConcBound, spec.CPUBound), 200)*3*float64(time.Second))
+	select {
+	case <-col.done:
+	case <-time.After(wait):
+		err = fmt.Errorf("%d of %d outcomes missing after %s", n-col.summarize(0).allSucceed, n, wait)
+	case <-svc.done:
+		err = errors.New("the service exited during the run")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err == nil && sendErr != nil {
+		err = sendErr
+	}
+	close(sampling)
+	res.MeanInFlight = <-inFlight
+	step("outcomes received")
+	if err == nil {
+		err = waitSettled(ctx, js, 10*time.Second)
+	}
+	step("settled")
+	cpu1, cpuErr := procCPU(svc.pid())
+	nats1, _ := procCPU(natsProc.pid())
+	sampler1, _ := procCPU(sampler.pid())
+	samples := drain(sampler.lines)
+	sim1, _ := procCPU(simProc.pid())
+	self1 := selfCPU()
+	mach1, _, _ := machineCPU()
+	wall := time.Since(wall0)
+	hwm, _ := procHWM(svc.pid())
+	floorAfter, ferr := b.meter.measure(b.floorSigns, 1)
+	if err == nil {
+		err = ferr
+	}
+	if spec.Profile && b.profileDir != "" {
+		<-profDone
+		b.saveProfile(ctx, opsAddr, "allocs", spec.Name+".allocs.pprof")
+	}
+	step("floor measured")
+	stopped = true
+	if serr := svc.stop(30 * time.Second); serr != nil && err == nil {
+		err = fmt.Errorf("the service did not shut down cleanly: %w", serr)
+	}
+	step("service stopped")
+	if err == nil && cpuErr != nil {
+		err = cpuErr
+	}
+	if n := pubErrs.Load(); n > 0 && err == nil {
+		err = fmt.Errorf("%d publishes failed", n)
+	}
+
+	if b.keep {
+		col.writeCSV(filepath.Join(dir, "latencies.csv"))
+	}
+	skip := 0
+	if spec.Open {
+		skip = min(int(spec.Rate), n/5) // the first second warms up
+	}
+	s := col.summarize(skip)
+	res.Commands = n
+	res.Outcomes = s.outcomes
+	res.AllOK = s.allSucceed == n
+	res.Attempts = s.attempts
+	res.StatusEvents, res.DuplicateEvent = s.status, s.dups
+	if !s.last.IsZero() {
+		res.Seconds = s.last.Sub(s.first).Seconds()
+		res.Rate = float64(s.allSucceed+countFailed(s.outcomes)) / res.Seconds
+	}
+	if !s.last95.IsZero() {
+		res.Rate95 = float64(n*95/100) / s.last95.Sub(s.first).Seconds()
+	}
+	ours := (cpu1 - cpu0) + (nats1 - nats0) + (sim1 - sim0) + (self1 - self0) + (sampler1 - sampler0)
+	res.ForeignCores = max(0, float64(mach1-mach0-ours)/float64(wall))
+	res.ServiceCPUSeconds = (cpu1 - cpu0).Seconds()
+	res.CPUPerCommandMS = ms(cpu1-cpu0) / float64(n)
+	res.NATSCPUPerCommandMS = ms(nats1-nats0) / float64(n)
+	res.SimCPUPerCommandMS = ms(sim1-sim0) / float64(n)
+	res.LoadgenCPUPerCommandMS = ms(self1-self0) / float64(n)
+	res.IdleFloorPerRequestMS = (floorBefore.PerRequestMS + floorAfter.PerRequestMS) / 2
+	res.FloorPerRequestMS, res.FloorSamples = medianFloor(samples)
+	if res.FloorSamples == 0 {
+		res.FloorPerRequestMS = res.IdleFloorPerRequestMS
+	}
+	if s.attempts > 0 {
+		perCommand := float64(s.attempts) / float64(n)
+		res.FloorPerCommandMS = res.FloorPerRequestMS * perCommand
+		res.Efficiency = res.FloorPerCommandMS / res.CPUPerCommandMS
+		res.IdleEfficiency = res.IdleFloorPerRequestMS * perCommand / res.CPUPerCommandMS
+	}
+	if spec.ConcBound > 0 {
+		res.Bound = spec.ConcBound
+		if spec.CPUBound > 0 {
+			cpu := spec.CPUBound
+			if spec.CPUBoundFloor > 0 && res.FloorPerRequestMS > 0 {
+				cpu *= spec.CPUBoundFloor / res.FloorPerRequestMS
+			}
+			res.CPUBound = cpu
+			res.Bound = min(cpu, spec.ConcBound)
+		}
+		res.BoundRatio = res.Rate / res.Bound
+	}
+	res.P50OverheadMS = ms(percentile(s.latencies, 50) - spec.Latency)
+	res.P99OverheadMS = ms(percentile(s.latencies, 99) - spec.Latency)
+	res.MaxOverheadMS = ms(percentile(s.latencies, 100) - spec.Latency)
+	res.RetriedCommands = s.multiAttempt
+	if spec.Open { // in a closed loop, latency is mostly time queued in the stream
+		res.P50RetriedMS = ms(percentile(s.retriedLatencies, 50))
+	}
+	res.PeakRSSMB = float64(hwm) / (1 << 20)
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res, err
+}
+
+func countFailed(outcomes map[string]int) int {
+	n := 0
+	for k, v := range outcomes {
+		if k != "succeeded" && k != "missing" {
+			n += v
+		}
+	}
+	return n
+}
+
+func describe(spec runSpec) string {
+	s := "concurrency " + strconv.Itoa(spec.Concurrency)
+	if spec.Latency > 0 {
+		s += ", WeChat Pay latency " + spec.Latency.String()
+	}
+	if spec.Open {
+		s += fmt.Sprintf(", open loop at %.0f/s", spec.Rate)
+	}
+	if spec.Faults != "" {
+		s += ", faults " + spec.Faults
+	}
+	if len(spec.Env) > 0 {
+		s += ", " + strings.Join(spec.Env, " ")
+	}
+	return s
+}
+
+// send publishes the run's commands: all at once (closed loop) or each at
+// its scheduled time (open loop; latency is then measured from the schedule,
+// so that a stalled sender does not hide a slow service).
+func send(ctx context.Context, js jetstream.JetStream, col *collector, spec runSpec, n, pool int) error {
+	publish := func(i int) error {
+		c := makeCommand(spec.Name, i, pool)
+		msg := &nats.Msg{Subject: prefix + ".cmd." + c.ctype, Data: c.body, Header: nats.Header{}}
+		for {
+			_, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(c.id), jetstream.WithStallWait(5*time.Second))
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				continue
+			}
+			return err
+		}
+	}
+	start := time.Now()
+	interval := time.Duration(0)
+	if spec.Open {
+		interval = time.Duration(float64(time.Second) / spec.Rate)
+	}
+	for i := 0; i < n; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		at := time.Now()
+		if spec.Open {
+			at = start.Add(time.Duration(i) * interval)
+			if d := time.Until(at); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		col.sent(i, at)
+		if err := publish(i); err != nil {
+			return fmt.Errorf("publishing command %d: %w", i, err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-time.After(30 * time.Second):
+		return errors.New("publishes not acknowledged within 30s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitSettled waits until the service has acknowledged every command.
+func waitSettled(ctx context.Context, js jetstream.JetStream, limit time.Duration) error {
+	topo := consumer.NewTopology(consumer.DefaultConfig())
+	deadline := time.Now().Add(limit)
+	for {
+		c, err := js.Consumer(ctx, topo.Commands.Name, topo.Consumer.Durable)
+		if err == nil {
+			var info *jetstream.ConsumerInfo
+			if info, err = c.Info(ctx); err == nil && info.NumAckPending == 0 && info.NumPending == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("commands still unacknowledged after %s (%v)", limit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitReady polls the service's /readyz.
+func waitReady(ctx context.Context, addr string, svc *proc, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if svc.exited() {
+			return errors.New("the service exited at start")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the service was not ready within %s", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// saveProfile fetches a pprof profile from the service into the profile
+// directory.
+func (b *bench) saveProfile(ctx context.Context, addr, what, name string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/"+what, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(b.progress, "  profile %s: %v\n", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(b.progress, "  profile %s: HTTP %d\n", name, resp.StatusCode)
+		return
+	}
+	f, err := os.Create(filepath.Join(b.profileDir, name))
+	if err == nil {
+		_, err = io.Copy(f, resp.Body)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		fmt.Fprintf(b.progress, "  profile %s: %v\n", name, err)
+	}
+}
+
+// freeAddr returns a loopback address with a port free at the time.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// sampleInFlight reads the service's wxcancel_commands_in_flight four times
+// a second until stop is closed, and returns the mean.
+func sampleInFlight(addr string, stop <-chan struct{}) float64 {
+	client := &http.Client{Timeout: time.Second}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var sum float64
+	var n int
+	for {
+		select {
+		case <-stop:
+			if n == 0 {
+				return 0
+			}
+			return sum / float64(n)
+		case <-t.C:
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+		req.Header.Set("Accept-Encoding", "identity") // no gzip: spare the service's CPU
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "wxcancel_commands_in_flight "); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					sum += f
+					n++
+				}
+			}
+		}
+	}
+}
+
+// drain returns the lines waiting in ch.
+func drain(ch <-chan string) []string {
+	var out []string
+	for {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				return out
+			}
+			out = append(out, l)
+		default:
+			return out
+		}
+	}
+}
+
+// medianFloor is the median sign + verify of the floor sampler's lines.
+func medianFloor(lines []string) (float64, int) {
+	var xs []float64
+	for _, l := range lines {
+		var f floorSample
+		if json.Unmarshal([]byte(l), &f) == nil && f.SignMS > 0 {
+			xs = append(xs, f.SignMS+f.VerifyMS)
+		}
+	}
+	return median(xs), len(xs)
+}
