@@ -206,12 +206,15 @@ func TestDLQReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Twice: see shrinkDuplicateWindow in the consumer tests.
 	cfg := s.CachedInfo().Config
-	cfg.Duplicates = 100 * time.Millisecond
-	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
-		t.Fatal(err)
+	for _, d := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond} {
+		cfg.Duplicates = d
+		if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond) // let the window pass
 	if err := sim.SetFaults(); err != nil {
 		t.Fatal(err)
 	}
