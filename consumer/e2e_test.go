@@ -2,13 +2,18 @@ package consumer_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
@@ -176,6 +181,7 @@ func TestRejections(t *testing.T) {
 		{"r-both", "query-cancel-withdraw", `{"applyment_id":"A1","out_request_no":"P1"}`, "", ""},
 		{"r-time", "confirm-cancel", `{"applyment_id":"X1","sub_mchid":"1900000109","operator_identification":"id","confirm_time":"2024-01-15","cancel_contract_version":"V1"}`, "confirm_time", "rfc3339"},
 		{"r-unknown-type", "bogus", `{}`, "", ""},
+		{"r-control-type", "bad\x01type", `{}`, "", ""},
 		{"r-bad-id!", "validate-cancel", `{"sub_mchid":"1900000109"}`, "", "command_id"},
 	}
 	var ids []string
@@ -190,7 +196,9 @@ func TestRejections(t *testing.T) {
 	got := h.waitOutcomes(ids...)
 	for i, c := range cases {
 		e := one(t, got, ids[i])
-		if e.Type != "wxpay."+c.ctype+".rejected" || e.Subject != "wxpay.evt."+c.ctype+".rejected" {
+		ctype := strings.Trim(strconv.QuoteToASCII(c.ctype), `"`) // as the service names an unprintable type
+		token := publisher.EncodeToken(ctype)
+		if e.Type != "wxpay."+token+".rejected" || e.Subject != "wxpay.evt."+token+".rejected" || e.Data["command_type"] != ctype {
 			t.Errorf("%s: %s on %s, want rejected", c.id, e.Type, e.Subject)
 			continue
 		}
@@ -582,5 +590,43 @@ func TestLostAnswersReconciled(t *testing.T) {
 	}
 	if r := one(t, got, "lost-apply").result(); r["out_request_no"] != "P300" {
 		t.Errorf("the reconciled application: %v", r)
+	}
+}
+
+// TestTraceparent: a valid traceparent is carried into the events; one the
+// service cannot vouch for (all-zero trace id, reserved version ff) is
+// dropped, and the command is answered all the same.
+func TestTraceparent(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	h.start("a")
+	const valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	cases := map[string]string{
+		"tp-valid":     valid,
+		"tp-zero":      "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		"tp-ff":        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"tp-malformed": "not a traceparent",
+	}
+	var ids []string
+	for id, tp := range cases {
+		h.sendWith("validate-cancel", id, map[string]any{"sub_mchid": subMchid}, nats.Header{"traceparent": {tp}})
+		ids = append(ids, id)
+	}
+	got := h.waitOutcomes(ids...)
+	for id := range cases {
+		e := one(t, got, id)
+		if e.outcome() != "succeeded" {
+			t.Errorf("%s: %s", id, e.Raw)
+		}
+		want := ""
+		if id == "tp-valid" {
+			want = valid
+		}
+		var ce map[string]any
+		if err := json.Unmarshal(e.Raw, &ce); err != nil {
+			t.Fatal(err)
+		}
+		if tp, _ := ce["traceparent"].(string); tp != want {
+			t.Errorf("%s: traceparent attribute %q, want %q", id, tp, want)
+		}
 	}
 }

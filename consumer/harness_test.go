@@ -189,6 +189,12 @@ func (h *harness) start(name string) *instance {
 // send publishes a command; id "" sends it without a Nats-Msg-Id.
 func (h *harness) send(ctype, id string, body any) *jetstream.PubAck {
 	h.t.Helper()
+	return h.sendWith(ctype, id, body, nil)
+}
+
+// sendWith is send with extra headers.
+func (h *harness) sendWith(ctype, id string, body any, header nats.Header) *jetstream.PubAck {
+	h.t.Helper()
 	var data []byte
 	switch b := body.(type) {
 	case []byte:
@@ -203,6 +209,9 @@ func (h *harness) send(ctype, id string, body any) *jetstream.PubAck {
 	}
 	msg := nats.NewMsg("wxpay.cmd." + ctype)
 	msg.Data = data
+	for k, v := range header {
+		msg.Header[k] = v
+	}
 	if id != "" {
 		msg.Header.Set(jetstream.MsgIDHeader, id)
 	}

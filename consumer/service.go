@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,9 +355,6 @@ func (s *Service) logPullError(err error, failures int) {
 	s.log.Warn("pull failing repeatedly", "err", err, "failures", failures)
 }
 
-// traceparentPattern is a W3C trace-context traceparent, version 00.
-var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
-
 // delivery is one delivery of a command, as the service sees it.
 type delivery struct {
 	msg         jetstream.Msg
@@ -386,7 +382,12 @@ func (s *Service) newDelivery(msg jetstream.Msg) *delivery {
 	}
 	d.key = publisher.EncodeToken(d.id)
 	d.ctype = strings.TrimPrefix(msg.Subject(), s.cfg.Prefix+".cmd.")
-	if tp := h.Get("traceparent"); traceparentPattern.MatchString(tp) {
+	if !publisher.HeaderSafe(d.ctype) {
+		// Not a type of ours, and not even text an event can carry: name it
+		// escaped, so that it is still answered with a rejected event.
+		d.ctype = strings.Trim(strconv.QuoteToASCII(d.ctype), `"`)
+	}
+	if tp := h.Get(publisher.HeaderTraceparent); publisher.ValidTraceparent(tp) {
 		d.traceparent = tp
 	}
 	d.log = s.log.With("command_id", d.id, "command_type", d.ctype, "delivery", d.number)

@@ -252,7 +252,7 @@ func nameProblem(what, s string) string {
 	switch {
 	case s == "":
 		return what + " is empty"
-	case !headerSafe(s):
+	case !HeaderSafe(s):
 		return fmt.Sprintf("%s %q is not valid UTF-8 without control characters", what, s)
 	}
 	return ""

@@ -200,9 +200,9 @@ func (p *Publisher) publish(ctx context.Context, m Message) (*jetstream.PubAck, 
 	switch {
 	case m.Subject == "" || m.ID == "" || len(m.Data) == 0:
 		return nil, fmt.Errorf("%w: a message needs a subject, an id and data", ErrInvalidEvent)
-	case !headerSafe(m.ID):
+	case !HeaderSafe(m.ID):
 		return nil, fmt.Errorf("%w: event id %q cannot be sent as a header", ErrInvalidEvent, m.ID)
-	case m.Traceparent != "" && !validTraceparent(m.Traceparent):
+	case m.Traceparent != "" && !ValidTraceparent(m.Traceparent):
 		return nil, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, m.Traceparent)
 	}
 	msg := nats.NewMsg(m.Subject)
@@ -223,7 +223,7 @@ func (p *Publisher) message(subject string, ev Event) (Message, error) {
 	ev.SpecVersion = SpecVersion
 	ev.Source = p.source
 	ev.DataContentType = DataContentType
-	if ev.Traceparent != "" && !validTraceparent(ev.Traceparent) {
+	if ev.Traceparent != "" && !ValidTraceparent(ev.Traceparent) {
 		return Message{}, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, ev.Traceparent)
 	}
 	b, err := json.Marshal(ev)
@@ -241,14 +241,17 @@ func (p *Publisher) now() string { return p.clock().UTC().Format(TimeFormat) }
 // a non-zero trace id and a non-zero parent id, lower-case hex.
 var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
-func validTraceparent(s string) bool {
+// ValidTraceparent reports whether s is a traceparent events may carry:
+// readers of a command's headers use it to decide whether to keep one.
+func ValidTraceparent(s string) bool {
 	return traceparentPattern.MatchString(s) && s[:2] != "ff" &&
 		s[3:35] != "00000000000000000000000000000000" && s[36:52] != "0000000000000000"
 }
 
-// headerSafe reports whether s can be a NATS header value and a JSON string
-// unchanged: valid UTF-8 without control characters.
-func headerSafe(s string) bool {
+// HeaderSafe reports whether s can be a NATS header value and a JSON string
+// unchanged: valid UTF-8 without control characters. Command types and ids
+// must be, or [Publisher.NewOutcome] refuses them.
+func HeaderSafe(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}

@@ -329,9 +329,9 @@ func (ob Observation) check() error {
 		}
 	}
 	switch {
-	case ob.SubMchid != "" && !headerSafe(ob.SubMchid):
+	case ob.SubMchid != "" && !HeaderSafe(ob.SubMchid):
 		return bad("sub_mchid is not valid UTF-8 without control characters")
-	case ob.Traceparent != "" && !validTraceparent(ob.Traceparent):
+	case ob.Traceparent != "" && !ValidTraceparent(ob.Traceparent):
 		return bad("traceparent %q is not a W3C traceparent", ob.Traceparent)
 	case len(bytes.TrimSpace(ob.Snapshot)) > 0 && !json.Valid(ob.Snapshot):
 		return bad("the snapshot is not JSON")
