@@ -81,3 +81,18 @@ func (r records) put(ctx context.Context, key string, rec *record, rev uint64) (
 	}
 	return nrev, nil
 }
+
+// RecordedOutcome returns the outcome event recorded for command id, and
+// false when the command has none (yet, or any more: records expire after
+// WXCANCEL_OUTCOME_TTL).
+func RecordedOutcome(ctx context.Context, js jetstream.JetStream, t Topology, id string) (publisher.Message, bool, error) {
+	kv, err := js.KeyValue(ctx, t.Outcomes.Bucket)
+	if err != nil {
+		return publisher.Message{}, false, fmt.Errorf("consumer: outcomes bucket: %w", err)
+	}
+	rec, _, err := records{kv: kv}.get(ctx, publisher.EncodeToken(id))
+	if err != nil || !rec.done() {
+		return publisher.Message{}, false, err
+	}
+	return *rec.Event, true, nil
+}

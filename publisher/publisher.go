@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -167,6 +168,15 @@ type Event struct {
 	Traceparent string `json:"traceparent,omitempty"`
 	// Data is the event's payload ([OutcomeData] or [StatusData] shaped).
 	Data json.RawMessage `json:"data"`
+}
+
+// Outcome returns the outcome an outcome event announces (the last token of
+// its type), or "" for a status-change event.
+func (e Event) Outcome() Outcome {
+	if e.Type == TypeStatusChanged {
+		return ""
+	}
+	return Outcome(e.Type[strings.LastIndexByte(e.Type, '.')+1:])
 }
 
 // Message is a finished event, ready to publish and to republish: store it

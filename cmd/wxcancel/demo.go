@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,28 +91,13 @@ func runDemo(ctx context.Context, a *app, args []string) error {
 	}
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 
-	sim, err := wxpaysim.New(wxpaysim.Options{AutoCreate: true})
+	sim, err := startSim(wxpaysim.Options{}, "system_error@validate-cancel/"+demoSubMchid+":times=2", "1900000001", "", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	faults, _ := wxpaysim.ParseFaults("system_error@validate-cancel/" + demoSubMchid + ":times=2")
-	if err := sim.SetFaults(faults...); err != nil {
-		return err
-	}
-	m, err := wxpaysim.NewMerchant("1900000001")
-	if err != nil {
-		return err
-	}
-	sim.RegisterMerchant(m)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	simSrv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = simSrv.Serve(ln) }()
-	defer simSrv.Close()
-	baseURL := "http://" + ln.Addr().String()
-	files, err := sim.WriteKeys(filepath.Join(dir, "keys"), m)
+	defer sim.srv.Close()
+	baseURL := sim.baseURL
+	files, err := sim.WriteKeys(filepath.Join(dir, "keys"), sim.merchant)
 	if err != nil {
 		return err
 	}
@@ -209,8 +192,8 @@ func awaitOutcome(ctx context.Context, a *app, events <-chan *nats.Msg, id strin
 		case m := <-events:
 			fmt.Fprintln(a.stdout, "  "+strings.ReplaceAll(formatEvent(m.Data, colour), "\n", "\n  "))
 			var ev publisher.Event
-			if json.Unmarshal(m.Data, &ev) == nil && ev.Type != publisher.TypeStatusChanged && ev.Subject == id {
-				return publisher.Outcome(ev.Type[strings.LastIndexByte(ev.Type, '.')+1:]), nil
+			if json.Unmarshal(m.Data, &ev) == nil && ev.Outcome() != "" && ev.Subject == id {
+				return ev.Outcome(), nil
 			}
 		}
 	}

@@ -116,22 +116,9 @@ func formatEvent(raw []byte, colour bool) string {
 		}
 		return fmt.Sprintf("%s %s %s/%s %s → %s", ts, paint("36", "status "), d.Resource, d.Key, from, paint("1", d.State))
 	}
-	var d struct {
-		CommandType string          `json:"command_type"`
-		Attempts    int             `json:"attempts"`
-		Reconciled  bool            `json:"reconciled"`
-		Result      json.RawMessage `json:"result"`
-		Error       *struct {
-			Code       string `json:"code"`
-			Message    string `json:"message"`
-			HTTPStatus int    `json:"http_status"`
-			Violations []struct {
-				Field, Rule, Message string
-			} `json:"violations"`
-		} `json:"error"`
-	}
+	var d publisher.OutcomeData
 	_ = json.Unmarshal(ev.Data, &d)
-	outcome := ev.Type[strings.LastIndexByte(ev.Type, '.')+1:]
+	outcome := string(ev.Outcome())
 	line := fmt.Sprintf("%s %s %s id=%s attempts=%d", ts, paintOutcome(paint, outcome), d.CommandType, ev.Subject, d.Attempts)
 	if d.Reconciled {
 		line += " reconciled"

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -112,7 +111,7 @@ func runSend(ctx context.Context, a *app, args []string) error {
 	}
 	pretty, _ := json.MarshalIndent(ev, "", "  ")
 	fmt.Fprintln(a.stdout, string(pretty))
-	if !strings.HasSuffix(ev.Type, "."+string(publisher.Succeeded)) {
+	if ev.Outcome() != publisher.Succeeded {
 		return fmt.Errorf("command %s did not succeed (%s)", *id, ev.Type)
 	}
 	return nil
@@ -131,10 +130,13 @@ func watchOutcome(ctx context.Context, js jetstream.JetStream, topo consumer.Top
 	if err != nil {
 		return nil, fmt.Errorf("watching events: %w", err)
 	}
-	if ev, err := recordedOutcome(ctx, js, topo, id); err == nil && ev != nil {
-		out <- ev
-		close(out)
-		return out, nil
+	if m, ok, err := consumer.RecordedOutcome(ctx, js, topo, id); err == nil && ok {
+		var ev publisher.Event
+		if err := json.Unmarshal(m.Data, &ev); err == nil {
+			out <- &ev
+			close(out)
+			return out, nil
+		}
 	}
 	it, err := oc.Messages()
 	if err != nil {
@@ -158,29 +160,6 @@ func watchOutcome(ctx context.Context, js jetstream.JetStream, topo consumer.Top
 		}
 	}()
 	return out, nil
-}
-
-// recordedOutcome reads a command's outcome event from the outcomes bucket.
-func recordedOutcome(ctx context.Context, js jetstream.JetStream, topo consumer.Topology, id string) (*publisher.Event, error) {
-	kv, err := js.KeyValue(ctx, topo.Outcomes.Bucket)
-	if err != nil {
-		return nil, err
-	}
-	e, err := kv.Get(ctx, publisher.EncodeToken(id))
-	if err != nil {
-		return nil, err
-	}
-	var rec struct {
-		Event *publisher.Message `json:"event"`
-	}
-	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Event == nil {
-		return nil, errors.New("no outcome recorded")
-	}
-	var ev publisher.Event
-	if err := json.Unmarshal(rec.Event.Data, &ev); err != nil {
-		return nil, err
-	}
-	return &ev, nil
 }
 
 func readBody(data, file string) ([]byte, error) {

@@ -56,54 +56,75 @@ func runSim(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
-	fl, err := wxpaysim.ParseFaults(*faults)
-	if err != nil {
-		return fmt.Errorf("%w: --faults: %v", errUsage, err)
-	}
-	sim, err := wxpaysim.New(wxpaysim.Options{AutoCreate: true, Latency: *latency, SignatureCacheTTL: *sigCache, PublicKeyID: *keyID})
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if err := sim.SetFaults(fl...); err != nil {
-		return fmt.Errorf("%w: --faults: %v", errUsage, err)
-	}
-	m, err := wxpaysim.NewMerchant(*mchID)
+	sim, err := startSim(wxpaysim.Options{Latency: *latency, SignatureCacheTTL: *sigCache, PublicKeyID: *keyID}, *faults, *mchID, *serial, *addr)
 	if err != nil {
 		return err
 	}
-	if *serial != "" {
-		m.SerialNo = *serial
-	}
-	sim.RegisterMerchant(m)
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("--addr: %w", err)
-	}
-	defer ln.Close()
-	baseURL := "http://" + ln.Addr().String()
-	if err := writeSimKeys(sim, m, *keysDir, baseURL); err != nil {
+	if err := writeSimKeys(sim.Server, sim.merchant, *keysDir, sim.baseURL); err != nil {
+		_ = sim.srv.Close()
 		return err
 	}
 	fmt.Fprintf(a.stdout, "WeChat Pay simulator on %s\n  public key id  %s\n  merchant       %s (serial %s)\n  serve settings %s\n",
-		baseURL, sim.PublicKeyID(), m.MchID, m.SerialNo, filepath.Join(*keysDir, "serve.env"))
-	if len(fl) > 0 {
+		sim.baseURL, sim.PublicKeyID(), sim.merchant.MchID, sim.merchant.SerialNo, filepath.Join(*keysDir, "serve.env"))
+	if *faults != "" {
 		fmt.Fprintf(a.stdout, "  faults         %s\n", *faults)
 	}
-
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	select {
-	case err := <-errc:
+	case err := <-sim.done:
 		return err
 	case <-ctx.Done():
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := sim.srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return nil
+}
+
+// simServer is the simulator serving HTTP, as `sim` and `demo` run it.
+type simServer struct {
+	*wxpaysim.Server
+	merchant wxpaysim.Merchant
+	baseURL  string
+	srv      *http.Server
+	done     chan error // what Serve returned
+}
+
+// startSim starts a simulator that creates unknown merchants and
+// applications on first use, injects the faults of spec ([wxpaysim.ParseFaults])
+// and accepts the merchant mchID with a generated key (and serial, unless
+// serial is given), serving on addr. Invalid options or faults are usage
+// errors.
+func startSim(o wxpaysim.Options, spec, mchID, serial, addr string) (*simServer, error) {
+	faults, err := wxpaysim.ParseFaults(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --faults: %v", errUsage, err)
+	}
+	o.AutoCreate = true
+	sim, err := wxpaysim.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := sim.SetFaults(faults...); err != nil {
+		return nil, fmt.Errorf("%w: --faults: %v", errUsage, err)
+	}
+	m, err := wxpaysim.NewMerchant(mchID)
+	if err != nil {
+		return nil, err
+	}
+	if serial != "" {
+		m.SerialNo = serial
+	}
+	sim.RegisterMerchant(m)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
+	}
+	s := &simServer{Server: sim, merchant: m, baseURL: "http://" + ln.Addr().String(),
+		srv: &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	return s, nil
 }
 
 // writeSimKeys writes the key files and a serve.env holding every setting
