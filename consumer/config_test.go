@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func bindTest(t *testing.T, env map[string]string, args ...string) Config {
@@ -122,6 +123,21 @@ func TestRedeliveryDelayDoublesAndCaps(t *testing.T) {
 	for i, w := range want {
 		if got := s.redeliveryDelay(uint64(i + 1)); got != w {
 			t.Errorf("after delivery %d: %s, want %s", i+1, got, w)
+		}
+	}
+}
+
+func TestDLQHeaderValue(t *testing.T) {
+	long := strings.Repeat("错", 200) // 600 bytes, 3 per character
+	for _, tc := range []struct{ in, want string }{
+		{"SYSTEM_ERROR: busy", "SYSTEM_ERROR: busy"},
+		{"line\r\nbreak\tand\x00nul", "line  break and nul"},
+		{"bad\xffutf8", "bad\uFFFDutf8"},
+		{long, strings.Repeat("错", 170)},
+	} {
+		got := dlqHeaderValue(tc.in)
+		if got != tc.want || !utf8.ValidString(got) || len(got) > 512 {
+			t.Errorf("dlqHeaderValue(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

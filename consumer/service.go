@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -641,7 +643,7 @@ func (s *Service) deadLetter(ctx context.Context, d *delivery, rec *record, rev 
 	out.Header.Set(HeaderDLQCommandID, d.id)
 	out.Header.Set(HeaderDLQCommandType, d.ctype)
 	out.Header.Set(HeaderDLQErrorCode, cause.Code)
-	out.Header.Set(HeaderDLQErrorMessage, headerSafe(cause.Message))
+	out.Header.Set(HeaderDLQErrorMessage, dlqHeaderValue(cause.Message))
 	out.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(d.number, 10))
 	if _, err := s.js.PublishMsg(ctx, out, jetstream.WithMsgID("dlq/"+d.id)); err != nil {
 		return s.infraRetry(d, fmt.Errorf("dead-letter copy: %w", err))
@@ -652,16 +654,22 @@ func (s *Service) deadLetter(ctx context.Context, d *delivery, rec *record, rev 
 	return s.conclude(ctx, d, rec, rev, execution{outcome: publisher.Failed, err: &cause})
 }
 
-// headerSafe keeps a header value on one line and bounded.
-func headerSafe(s string) string {
+// dlqHeaderValue keeps an error message fit for a header: control
+// characters (line breaks included) become spaces, invalid UTF-8 is
+// replaced, and it is cut to at most 512 bytes on a character boundary.
+func dlqHeaderValue(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' {
+		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r
-	}, s)
+	}, strings.ToValidUTF8(s, "\uFFFD"))
 	if len(s) > 512 {
-		s = s[:512]
+		cut := 512
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	return s
 }
