@@ -338,23 +338,29 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 }
 
 // shrinkDuplicateWindow lets a test re-send a command id at once: the
-// commands stream then forgets ids after 100ms.
-func shrinkDuplicateWindow(t *testing.T, h *harness) {
+// streams (the commands stream when none is named) then forget ids after
+// 150ms.
+func shrinkDuplicateWindow(t *testing.T, h *harness, streams ...string) {
 	t.Helper()
-	s, err := h.js.Stream(t.Context(), "WXPAY_COMMANDS")
-	if err != nil {
-		t.Fatal(err)
+	if len(streams) == 0 {
+		streams = []string{"WXPAY_COMMANDS"}
 	}
-	// Twice: nats-server purges remembered ids on a timer that an update
-	// fires at once, possibly before the new window applies; the second
-	// update's purge then runs with the first one's window.
-	cfg := s.CachedInfo().Config
-	for _, d := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond} {
-		cfg.Duplicates = d
-		if _, err := h.js.UpdateStream(t.Context(), cfg); err != nil {
+	for _, name := range streams {
+		s, err := h.js.Stream(t.Context(), name)
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		// Twice: nats-server purges remembered ids on a timer that an
+		// update fires at once, possibly before the new window applies; the
+		// second update's purge then runs with the first one's window.
+		cfg := s.CachedInfo().Config
+		for _, d := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond} {
+			cfg.Duplicates = d
+			if _, err := h.js.UpdateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 }
 
@@ -411,7 +417,9 @@ func TestFinalErrorsNotRetried(t *testing.T) {
 }
 
 // TestDuplicateCommandID: the same id sent again, inside JetStream's
-// duplicate window or after it, is executed once and answered once.
+// duplicate window or after it, is executed once and answered once — even
+// past the events stream's duplicate window, which would no longer drop a
+// republished outcome event (the record remembers it was published).
 func TestDuplicateCommandID(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
 	h.start("a")
@@ -422,8 +430,8 @@ func TestDuplicateCommandID(t *testing.T) {
 	}
 	h.waitOutcomes("dup-1")
 
-	// Past the stream's duplicate window the outcome record answers.
-	shrinkDuplicateWindow(t, h)
+	// Past the streams' duplicate windows the outcome record answers.
+	shrinkDuplicateWindow(t, h, "WXPAY_COMMANDS", "WXPAY_EVENTS")
 	if ack := h.send("validate-cancel", "dup-1", body); ack.Duplicate {
 		t.Fatal("the stream still deduplicates; the test would prove nothing")
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/publisher"
@@ -28,7 +30,9 @@ type record struct {
 	// DeadLettered: a copy went to the dead-letter stream; the command is
 	// terminated rather than acknowledged.
 	DeadLettered bool `json:"dead_lettered,omitempty"`
-	// Published: JetStream acknowledged the event.
+	// Published: JetStream acknowledged the event. (Written without waiting
+	// for an answer, see records.markPublished: a record whose flag was lost
+	// only has its event republished with the same id.)
 	Published bool `json:"published,omitempty"`
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
@@ -58,6 +62,28 @@ func (r records) get(ctx context.Context, key string) (*record, uint64, error) {
 		return nil, 0, fmt.Errorf("outcome record %s is corrupt: %w", key, err)
 	}
 	return &rec, e.Revision(), nil
+}
+
+// markPublished writes rec, whose Published flag was just set, if the
+// stored revision is still rev, without waiting for JetStream's answer: a
+// plain publish to the bucket's subject with the expected-revision header
+// instead of a request, which would cost every command one more round trip.
+// The flag spares a re-sent id past the events stream's duplicate window a
+// second outcome event. The write goes out on the connection ahead of the
+// command's acknowledgement, so a failure that loses it (the connection or
+// the server) loses the acknowledgement too: the command is redelivered
+// within the ack wait, well inside that window, where its republished event
+// is dropped as a duplicate and the flag written again. It returns an error
+// only when the message cannot be sent at all.
+func (r records) markPublished(nc *nats.Conn, key string, rec *record, rev uint64) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg("$KV." + r.kv.Bucket() + "." + key)
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	m.Data = b
+	return nc.PublishMsg(m)
 }
 
 // put writes rec if the stored revision is still rev (0: absent) and returns

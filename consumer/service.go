@@ -608,7 +608,7 @@ func (s *Service) finish(ctx context.Context, d *delivery, rec *record, rev uint
 		}
 		s.offerHandover(d)
 		rec.Published = true
-		if _, err := s.records.put(ctx, d.key, rec, rev); err != nil && !errors.Is(err, errRecordConflict) {
+		if err := s.records.markPublished(s.js.Conn(), d.key, rec, rev); err != nil {
 			// The event is stored; a redelivery republishes it with the same
 			// id, which JetStream drops as a duplicate.
 			d.log.Warn("marking the outcome published failed", "err", err)
