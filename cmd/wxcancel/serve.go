@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -93,8 +94,18 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	defer closeLog()
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	return serve(ctx, sf.cfg, log, &serveHooks{pprof: profiling})
 }
+
+// defaultGCPercent is serve's GOGC when the environment sets none. The
+// service's live heap is small (a few MB at concurrency 256) and it
+// allocates some 90 KB per command, so Go's default of 100 collects several
+// times a second for little memory saved; at 400 the heap peaks at a few tens
+// of MB and the collector costs a quarter as much (README, Performance).
+const defaultGCPercent = 400
 
 // envBool reads a boolean environment variable: true for 1, t, true, yes or
 // on (any case); anything else, or unset, is false.
