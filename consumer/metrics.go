@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -31,7 +32,22 @@ type Metrics struct {
 	// Reconciliations counts ambiguous outcomes settled by a query, by
 	// command type and verdict.
 	Reconciliations *prometheus.CounterVec
+	// JetStreamDuration observes the JetStream work a command waits for,
+	// by step: outcome_read (the outcome record, before executing),
+	// status (recording what a WeChat Pay answer revealed, status event
+	// included), outcome_write (recording the outcome) and event_publish
+	// (publishing the outcome event). Their sum is most of what a command
+	// costs beyond WeChat Pay's own latency.
+	JetStreamDuration *prometheus.HistogramVec
 }
+
+// JetStream steps observed by Metrics.JetStreamDuration.
+const (
+	stepOutcomeRead  = "outcome_read"
+	stepStatus       = "status"
+	stepOutcomeWrite = "outcome_write"
+	stepEventPublish = "event_publish"
+)
 
 // NewMetrics creates the metrics and registers them with reg (none when nil).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -64,12 +80,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Reconciliations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxcancel_reconciliations_total", Help: "Ambiguous outcomes settled by querying WeChat Pay, by type and verdict.",
 		}, []string{"type", "verdict"}),
+		JetStreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wxcancel_jetstream_duration_seconds",
+			Help:    "JetStream work a command waits for, by step (outcome_read, status, outcome_write, event_publish).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"step"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Requests, m.RequestDuration, m.Retries, m.SignatureFailures,
-			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations)
+			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration)
 	}
 	return m
+}
+
+// since observes the time since start under step.
+func (m *Metrics) since(step string, start time.Time) {
+	m.JetStreamDuration.WithLabelValues(step).Observe(time.Since(start).Seconds())
 }
 
 // metricType bounds the type label to the known command types.

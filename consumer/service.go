@@ -497,7 +497,9 @@ func (s *Service) infraRetry(d *delivery, err error) action {
 // process decides what becomes of one delivery and does everything that must
 // happen before it is settled.
 func (s *Service) process(ctx context.Context, d *delivery) action {
+	start := time.Now()
 	rec, rev, err := s.records.get(ctx, d.key)
+	s.metrics.since(stepOutcomeRead, start)
 	if err != nil {
 		return s.infraRetry(d, err)
 	}
@@ -521,7 +523,10 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 	ex := s.execute(ctx, d, rec)
 	for _, ob := range ex.observations {
 		ob.CommandID, ob.Traceparent = d.id, d.traceparent
-		if _, err := s.tracker.Observe(ctx, ob); err != nil {
+		start := time.Now()
+		_, err := s.tracker.Observe(ctx, ob)
+		s.metrics.since(stepStatus, start)
+		if err != nil {
 			return s.infraRetry(d, fmt.Errorf("status %s/%s: %w", ob.Resource, ob.Key, err))
 		}
 	}
@@ -574,7 +579,9 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		return s.infraRetry(d, err)
 	}
 	rec.Outcome, rec.Event, rec.LastError = ex.outcome, &msg, nil
+	start := time.Now()
 	nrev, err := s.records.put(ctx, d.key, rec, rev)
+	s.metrics.since(stepOutcomeWrite, start)
 	if err != nil {
 		if errors.Is(err, errRecordConflict) {
 			return s.conflict(ctx, d)
@@ -603,7 +610,10 @@ func (s *Service) conflict(ctx context.Context, d *delivery) action {
 // it published, and settles: Ack, or Term for a dead-lettered command.
 func (s *Service) finish(ctx context.Context, d *delivery, rec *record, rev uint64) action {
 	if !rec.Published {
-		if err := s.pub.Publish(ctx, *rec.Event); err != nil {
+		start := time.Now()
+		err := s.pub.Publish(ctx, *rec.Event)
+		s.metrics.since(stepEventPublish, start)
+		if err != nil {
 			return s.infraRetry(d, err)
 		}
 		s.offerHandover(d)

@@ -266,6 +266,38 @@ func TestFloorMeter(t *testing.T) {
 // TestSmoke runs the benchmark's machinery end to end on a few dozen
 // commands: the child processes, the service as its own process, the
 // outcome collection and the accounting. It checks no timing.
+func TestParseWaits(t *testing.T) {
+	text := `# HELP wxcancel_jetstream_duration_seconds JetStream work a command waits for.
+# TYPE wxcancel_jetstream_duration_seconds histogram
+wxcancel_jetstream_duration_seconds_bucket{step="outcome_read",le="0.0005"} 3
+wxcancel_jetstream_duration_seconds_sum{step="outcome_read"} 0.004
+wxcancel_jetstream_duration_seconds_count{step="outcome_read"} 4
+wxcancel_jetstream_duration_seconds_sum{step="status"} 0
+wxcancel_jetstream_duration_seconds_count{step="status"} 0
+wxcancel_wxpay_request_duration_seconds_sum{endpoint="validate-cancel"} 0.3
+wxcancel_wxpay_request_duration_seconds_count{endpoint="validate-cancel"} 2
+wxcancel_wxpay_request_duration_seconds_sum{endpoint="confirm-cancel"} 0.5
+wxcancel_wxpay_request_duration_seconds_count{endpoint="confirm-cancel"} 2
+wxcancel_commands_in_flight 3
+`
+	got := parseWaits(text)
+	want := map[string]float64{"outcome_read": 1, "wxpay_request": 200}
+	if len(got) != len(want) {
+		t.Fatalf("parseWaits = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if d := got[k] - v; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	if parseWaits("wxcancel_commands_in_flight 3\n") != nil {
+		t.Error("waits found in a text without histograms")
+	}
+	if s := formatWaits(map[string]float64{"event_publish": 1, "zeta": 2, "outcome_read": 0.5}); s != "outcome_read 0.50, event_publish 1.00, zeta 2.00" {
+		t.Errorf("formatWaits = %q", s)
+	}
+}
+
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the service")
@@ -310,6 +342,11 @@ func TestSmoke(t *testing.T) {
 		}
 		if r.CPUPerCommandMS <= 0 || r.Efficiency <= 0 || r.PeakRSSMB <= 0 || r.Rate <= 0 || r.FloorPerRequestMS <= 0 {
 			t.Errorf("%s: incomplete figures %+v", spec.Name, r)
+		}
+		for _, step := range []string{"outcome_read", "wxpay_request", "status", "outcome_write", "event_publish"} {
+			if r.WaitMS[step] <= 0 {
+				t.Errorf("%s: no mean wait for %s in %v", spec.Name, step, r.WaitMS)
+			}
 		}
 		if spec.Faults != "" && r.Attempts != r.Commands+2 {
 			t.Errorf("%s: %d attempts for %d commands and 2 faults", spec.Name, r.Attempts, r.Commands)

@@ -165,6 +165,9 @@ func (r *Results) printTable(w io.Writer) {
 			fmt.Fprintf(w, "\n  ERROR: %s", strings.ReplaceAll(run.Error, "\n", "\n  "))
 		}
 		fmt.Fprintln(w)
+		if len(run.WaitMS) > 0 {
+			fmt.Fprintf(w, "  mean waits (ms): %s\n", formatWaits(run.WaitMS))
+		}
 	}
 	fmt.Fprintln(w, "\ntargets:")
 	for _, t := range r.Targets {
@@ -228,4 +231,28 @@ func (r *Results) writeJSON(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// waitOrder is the order of the steps of a command in formatWaits.
+var waitOrder = []string{"outcome_read", "wxpay_request", "status", "outcome_write", "event_publish"}
+
+// formatWaits lists a run's mean waits, the steps of a command in order,
+// then any other.
+func formatWaits(waits map[string]float64) string {
+	keys := slices.Sorted(maps.Keys(waits))
+	slices.SortStableFunc(keys, func(a, b string) int {
+		ia, ib := slices.Index(waitOrder, a), slices.Index(waitOrder, b)
+		if ia < 0 {
+			ia = len(waitOrder)
+		}
+		if ib < 0 {
+			ib = len(waitOrder)
+		}
+		return ia - ib
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.2f", k, waits[k])
+	}
+	return strings.Join(parts, ", ")
 }

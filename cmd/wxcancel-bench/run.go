@@ -97,6 +97,11 @@ type Run struct {
 	// MeanInFlight is the service's wxcancel_commands_in_flight, sampled
 	// four times a second during the run.
 	MeanInFlight float64 `json:"mean_in_flight"`
+	// WaitMS is where a command's time goes, from the service's own
+	// histograms at the end of the run (warm-up included): the mean wait
+	// per JetStream step (wxcancel_jetstream_duration_seconds) and per
+	// WeChat Pay request (wxpay_request, signing included).
+	WaitMS map[string]float64 `json:"wait_ms,omitempty"`
 
 	PeakRSSMB float64        `json:"peak_rss_mb"`
 	Outcomes  map[string]int `json:"outcomes"`
@@ -313,6 +318,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	mach1, _, _ := machineCPU()
 	wall := time.Since(wall0)
 	hwm, _ := procHWM(svc.pid())
+	res.WaitMS = scrapeWaits(opsAddr)
 	floorAfter, ferr := b.meter.measure(b.floorSigns, 1)
 	if err == nil {
 		err = ferr
@@ -588,6 +594,73 @@ func sampleInFlight(addr string, stop <-chan struct{}) float64 {
 			}
 		}
 	}
+}
+
+// waitHistograms are the service's histograms scrapeWaits reads: metric
+// name and label → the key of Result.WaitMS (the label's value, or the key
+// given, summed over every label value).
+var waitHistograms = []struct{ metric, label, key string }{
+	{"wxcancel_jetstream_duration_seconds", "step", ""},
+	{"wxcancel_wxpay_request_duration_seconds", "endpoint", "wxpay_request"},
+}
+
+// scrapeWaits reads the mean of every wait histogram from the service's
+// /metrics, in milliseconds; nil when it cannot be read.
+func scrapeWaits(addr string) map[string]float64 {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return parseWaits(string(body))
+}
+
+// parseWaits computes scrapeWaits' means from a Prometheus text exposition.
+func parseWaits(text string) map[string]float64 {
+	sums, counts := map[string]float64{}, map[string]float64{}
+	for line := range strings.SplitSeq(text, "\n") {
+		for _, h := range waitHistograms {
+			rest, ok := strings.CutPrefix(line, h.metric)
+			if !ok {
+				continue
+			}
+			into := sums
+			if r, ok := strings.CutPrefix(rest, "_sum{"); ok {
+				rest = r
+			} else if r, ok := strings.CutPrefix(rest, "_count{"); ok {
+				rest, into = r, counts
+			} else {
+				continue
+			}
+			labels, value, ok := strings.Cut(rest, "} ")
+			if !ok {
+				continue
+			}
+			key := h.key
+			if key == "" {
+				v, ok := strings.CutPrefix(labels, h.label+`="`)
+				if !ok {
+					continue
+				}
+				key, _, _ = strings.Cut(v, `"`)
+			}
+			if f, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+				into[key] += f
+			}
+		}
+	}
+	out := map[string]float64{}
+	for k, n := range counts {
+		if n > 0 {
+			out[k] = sums[k] / n * 1000
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // drain returns the lines waiting in ch.

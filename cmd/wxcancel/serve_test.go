@@ -200,6 +200,10 @@ func TestServe(t *testing.T) {
 		`wxcancel_commands_total{outcome="succeeded",type="validate-cancel"} 1`,
 		`wxcancel_wxpay_requests_total{endpoint="validate-cancel",status="200"} 1`,
 		`wxcancel_wxpay_request_duration_seconds_count{endpoint="validate-cancel"} 1`,
+		`wxcancel_jetstream_duration_seconds_count{step="outcome_read"} 1`,
+		`wxcancel_jetstream_duration_seconds_count{step="status"} 1`,
+		`wxcancel_jetstream_duration_seconds_count{step="outcome_write"} 1`,
+		`wxcancel_jetstream_duration_seconds_count{step="event_publish"} 1`,
 		"process_resident_memory_bytes",
 	} {
 		if !strings.Contains(metrics, want) {
