@@ -46,6 +46,18 @@ func (ex *execution) add(res *wxpay.Result) {
 	}
 }
 
+// readOnly reports whether commands of type t only read from WeChat Pay and
+// their handlers do not look at the outcome record: they can be parsed and
+// their first request signed while the record is read (see
+// Service.process), the request waiting at its send gate for the record.
+func readOnly(t string) bool {
+	switch schemas.Type(t) {
+	case schemas.TypeValidateCancel, schemas.TypeQueryCancelWithdraw, schemas.TypeQueryCancelApplication:
+		return true
+	}
+	return false
+}
+
 // execute validates the command of a delivery and runs it against WeChat Pay.
 func (s *Service) execute(ctx context.Context, d *delivery, rec *record) execution {
 	if d.idInvalid {
@@ -90,7 +102,7 @@ func rejected(msg string, vs ...publisher.Violation) execution {
 // metrics and logged, and it waits out its retry backoffs without holding a
 // worker slot (waitOut).
 func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
-	return []wxpay.CallOption{wxpay.WithRetryWait(s.waitOut), wxpay.WithAttemptHook(func(a wxpay.Attempt) {
+	return []wxpay.CallOption{wxpay.WithRetryWait(s.waitOut), wxpay.WithSendGate(d.gate), wxpay.WithAttemptHook(func(a wxpay.Attempt) {
 		s.metrics.Requests.WithLabelValues(endpoint, statusLabel(a.StatusCode)).Inc()
 		s.metrics.RequestDuration.WithLabelValues(endpoint).Observe(a.Duration.Seconds())
 		if a.Retry {

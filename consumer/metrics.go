@@ -33,7 +33,8 @@ type Metrics struct {
 	// command type and verdict.
 	Reconciliations *prometheus.CounterVec
 	// JetStreamDuration observes the JetStream work a command waits for,
-	// by step: outcome_read (the outcome record, before executing),
+	// by step: outcome_read (reading the outcome record before executing;
+	// read-only commands sign their request meanwhile),
 	// status (recording what a WeChat Pay answer revealed, status event
 	// included), outcome_write (recording the outcome) and event_publish
 	// (publishing the outcome event). Their sum is most of what a command
@@ -91,6 +92,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration)
 	}
 	return m
+}
+
+// observe observes d under step.
+func (m *Metrics) observe(step string, d time.Duration) {
+	m.JetStreamDuration.WithLabelValues(step).Observe(d.Seconds())
 }
 
 // since observes the time since start under step.

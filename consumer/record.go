@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,6 +63,60 @@ func (r records) get(ctx context.Context, key string) (*record, uint64, error) {
 		return nil, 0, fmt.Errorf("outcome record %s is corrupt: %w", key, err)
 	}
 	return &rec, e.Revision(), nil
+}
+
+// recordRead is a read of an outcome record under way (records.read).
+type recordRead struct {
+	done chan struct{} // closed when the read is over
+	rec  *record
+	rev  uint64
+	err  error
+	took time.Duration // how long the read took
+	// refused: gate refused to let a request go (owned by the goroutine
+	// that calls gate and wait).
+	refused bool
+}
+
+// errRecordForbids is what a read's gate answers when the request must
+// not be sent: the command has an outcome already, or its record could not
+// be read.
+var errRecordForbids = errors.New("consumer: the outcome record forbids sending the request")
+
+// read starts reading the record of key and returns at once; wait gives
+// the result. The read runs on a goroutine of its own, which ends with it:
+// every read must be waited for.
+func (r records) read(ctx context.Context, key string) *recordRead {
+	l := &recordRead{done: make(chan struct{})}
+	start := time.Now()
+	go func() {
+		defer close(l.done)
+		l.rec, l.rev, l.err = r.get(ctx, key)
+		l.took = time.Since(start)
+	}()
+	return l
+}
+
+// wait waits for the read and returns what get would have.
+func (l *recordRead) wait() (*record, uint64, error) {
+	<-l.done
+	return l.rec, l.rev, l.err
+}
+
+// gate is a wxpay send gate: it lets a request go once the read shows the
+// command has no outcome yet, and refuses it (noting so) when the read
+// failed, the command has an outcome, or ctx ended first.
+func (l *recordRead) gate(ctx context.Context) error {
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		l.refused = true
+		return ctx.Err()
+	}
+	if l.err != nil || l.rec.done() {
+		l.refused = true
+		return errRecordForbids
+	}
+	return nil
 }
 
 // markPublished writes rec, whose Published flag was just set, if the

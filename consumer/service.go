@@ -366,6 +366,7 @@ type delivery struct {
 	ctype       string // command type, from the subject
 	number      uint64 // delivery count, from 1
 	traceparent string
+	gate        func(context.Context) error // send gate of the WeChat Pay requests, if any
 	log         *slog.Logger
 	handover    *handover // the slot is promised to a puller (offerHandover)
 }
@@ -496,10 +497,25 @@ func (s *Service) infraRetry(d *delivery, err error) action {
 
 // process decides what becomes of one delivery and does everything that must
 // happen before it is settled.
+//
+// The outcome record is read first: a command with an outcome is answered
+// from it and never executed again. A read-only command does not wait for
+// the read to start: it is parsed and its first request signed meanwhile,
+// and the request waits at its send gate until the read shows the command
+// has no outcome (otherwise nothing is sent and the execution is dropped).
 func (s *Service) process(ctx context.Context, d *delivery) action {
-	start := time.Now()
-	rec, rev, err := s.records.get(ctx, d.key)
-	s.metrics.since(stepOutcomeRead, start)
+	look := s.records.read(ctx, d.key)
+	var early *execution
+	if readOnly(d.ctype) && d.number <= uint64(s.cfg.MaxDeliver) {
+		d.gate = look.gate
+		ex := s.execute(ctx, d, nil) // read-only handlers do not use the record
+		d.gate = nil
+		if !look.refused {
+			early = &ex
+		}
+	}
+	rec, rev, err := look.wait()
+	s.metrics.observe(stepOutcomeRead, look.took)
 	if err != nil {
 		return s.infraRetry(d, err)
 	}
@@ -520,7 +536,12 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 		return s.deadLetter(ctx, d, rec, rev, *lastErr)
 	}
 
-	ex := s.execute(ctx, d, rec)
+	var ex execution
+	if early != nil {
+		ex = *early
+	} else {
+		ex = s.execute(ctx, d, rec)
+	}
 	for _, ob := range ex.observations {
 		ob.CommandID, ob.Traceparent = d.id, d.traceparent
 		start := time.Now()

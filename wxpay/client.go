@@ -280,6 +280,7 @@ type callOptions struct {
 	hook   func(Attempt)
 	policy *RetryPolicy
 	wait   func(ctx context.Context, d time.Duration) error
+	gate   func(ctx context.Context) error
 }
 
 // CallOption adjusts one call.
@@ -297,6 +298,16 @@ func WithAttemptHook(hook func(Attempt)) CallOption {
 // its place up while a call waits out a backoff.
 func WithRetryWait(wait func(ctx context.Context, d time.Duration) error) CallOption {
 	return func(o *callOptions) { o.wait = wait }
+}
+
+// WithSendGate calls gate before each attempt of the call is sent, once it
+// is signed, on the calling goroutine: a caller can start something the
+// request must wait for (such as reading a record that decides whether it
+// may be sent at all) and have it overlap the signing. When gate returns an
+// error, nothing is sent and the call ends with that error, wrapped
+// (errors.Is finds it); that attempt is not counted. A nil gate is none.
+func WithSendGate(gate func(ctx context.Context) error) CallOption {
+	return func(o *callOptions) { o.gate = gate }
 }
 
 // WithRetryPolicy replaces the client's retry policy for one call; zero fields
@@ -344,7 +355,7 @@ type outcome struct {
 	err     error
 	sent    bool
 	noReach bool // never sent and the caller's context is live: fail over
-	local   bool // failed before any request (nonce, signing): no attempt
+	local   bool // failed before any request (nonce, signing, send gate): no attempt
 	took    time.Duration
 }
 
@@ -390,7 +401,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*Result,
 		hosts := c.hosts.order(c.clock())
 		for i, h := range hosts {
 			host = h
-			out = c.attempt(ctx, r, target, uri, h)
+			out = c.attempt(ctx, r, target, uri, h, o.gate)
 			if out.local {
 				return res, out.err
 			}
@@ -461,7 +472,7 @@ func (c *Client) attemptInfo(res *Result, method, uri string, host *url.URL, out
 }
 
 // attempt sends one signed request to host and reads and verifies its answer.
-func (c *Client) attempt(ctx context.Context, r request, target *url.URL, uri string, host *url.URL) (out outcome) {
+func (c *Client) attempt(ctx context.Context, r request, target *url.URL, uri string, host *url.URL, gate func(context.Context) error) (out outcome) {
 	nonce, err := c.nonce()
 	if err != nil {
 		return outcome{err: fmt.Errorf("wxpay: %s %s: %w", r.method, uri, err), local: true}
@@ -470,6 +481,11 @@ func (c *Client) attempt(ctx context.Context, r request, target *url.URL, uri st
 	auth, err := c.signer.Authorization(r.method, uri, r.body, start.Unix(), nonce)
 	if err != nil {
 		return outcome{err: fmt.Errorf("wxpay: %s %s: %w", r.method, uri, err), local: true}
+	}
+	if gate != nil {
+		if err := gate(ctx); err != nil {
+			return outcome{err: fmt.Errorf("wxpay: %s %s: not sent: %w", r.method, uri, err), local: true}
+		}
 	}
 	defer func() { out.took = c.clock().Sub(start) }()
 

@@ -393,3 +393,38 @@ func TestRetryPolicyValidate(t *testing.T) {
 		t.Fatalf("err %v result %+v", err, res)
 	}
 }
+
+// TestSendGate: the gate runs before every attempt is sent; when it refuses,
+// nothing is sent, the call ends with its error and the refused attempt is
+// not counted.
+func TestSendGate(t *testing.T) {
+	clk := newFakeClock()
+	srv := newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			s.reply(w, 500, `{"code":"SYSTEM_ERROR","message":"系统异常，请使用相同参数稍后重新调用"}`)
+			return
+		}
+		s.reply(w, 200, `{"applyment_id":"X1","sub_mchid":"1900000109"}`)
+	})
+	c := newTestClient(t, clk, srv.URL)
+	policy := WithRetryPolicy(RetryPolicy{InitialInterval: time.Second, RandomizationFactor: -1})
+
+	calls := 0
+	open := WithSendGate(func(context.Context) error { calls++; return nil })
+	if _, res, err := c.ConfirmCancel(t.Context(), confirmReq, policy, open); err != nil || res.Attempts != 2 {
+		t.Fatalf("open gate: %+v, %v", res, err)
+	}
+	if calls != 2 || len(srv.Requests()) != 2 {
+		t.Errorf("gate called %d times for %d requests, want 2 and 2", calls, len(srv.Requests()))
+	}
+
+	refused := errors.New("recorded already")
+	shut := WithSendGate(func(context.Context) error { return refused })
+	_, res, err := c.ConfirmCancel(t.Context(), confirmReq, shut)
+	if !errors.Is(err, refused) || res.Attempts != 0 {
+		t.Errorf("shut gate: %+v, %v", res, err)
+	}
+	if n := len(srv.Requests()); n != 2 {
+		t.Errorf("a refused attempt reached the server (%d requests)", n)
+	}
+}
