@@ -310,13 +310,7 @@ func TestApplyCancelWithdrawEncryptsOnce(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			srv := newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
-				if n == 1 {
-					s.reply(w, 500, `{"code":"SYSTEM_ERROR","message":"系统异常，请使用相同参数稍后重新调用"}`)
-					return
-				}
-				s.reply(w, 200, `{"applyment_id":"X1","out_request_no":"P20250101"}`)
-			})
+			srv := systemErrorsThen(t, clk, 1, `{"applyment_id":"X1","out_request_no":"P20250101"}`)
 			srv.serial = tt.wantSerial
 			c := newTestClient(t, clk, srv.URL, func(cfg *Config) { cfg.Verifier = tt.verifier(t, clk) })
 			resp, res, err := c.ApplyCancelWithdraw(t.Context(), req)

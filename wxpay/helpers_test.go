@@ -332,3 +332,15 @@ func closedAddr(t testing.TB) string {
 
 func itoa(n int) string     { return strconv.Itoa(n) }
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// systemErrorsThen returns a server that answers the first fails requests
+// with 500 SYSTEM_ERROR and every later one with 200 and body.
+func systemErrorsThen(t testing.TB, clk *fakeClock, fails int, body string) *wxServer {
+	return newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
+		if n <= fails {
+			s.reply(w, 500, `{"code":"SYSTEM_ERROR","message":"系统异常，请使用相同参数稍后重新调用"}`)
+			return
+		}
+		s.reply(w, 200, body)
+	})
+}

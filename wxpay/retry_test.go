@@ -18,13 +18,7 @@ var confirmReq = ConfirmCancelRequest{ApplymentID: "X1", SubMchid: "1900000109",
 // delays.
 func TestRetrySystemErrorThenSuccess(t *testing.T) {
 	clk := newFakeClock()
-	srv := newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
-		if n <= 2 {
-			s.reply(w, 500, `{"code":"SYSTEM_ERROR","message":"系统异常，请使用相同参数稍后重新调用"}`)
-			return
-		}
-		s.reply(w, 200, `{"applyment_id":"X1","sub_mchid":"1900000109"}`)
-	})
+	srv := systemErrorsThen(t, clk, 2, `{"applyment_id":"X1","sub_mchid":"1900000109"}`)
 	c := newTestClient(t, clk, srv.URL)
 	hooks := &hookLog{}
 	// No jitter, 2s then 4s: the Unix-second timestamps must differ.
@@ -399,13 +393,7 @@ func TestRetryPolicyValidate(t *testing.T) {
 // not counted.
 func TestSendGate(t *testing.T) {
 	clk := newFakeClock()
-	srv := newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
-		if n == 1 {
-			s.reply(w, 500, `{"code":"SYSTEM_ERROR","message":"系统异常，请使用相同参数稍后重新调用"}`)
-			return
-		}
-		s.reply(w, 200, `{"applyment_id":"X1","sub_mchid":"1900000109"}`)
-	})
+	srv := systemErrorsThen(t, clk, 1, `{"applyment_id":"X1","sub_mchid":"1900000109"}`)
 	c := newTestClient(t, clk, srv.URL)
 	policy := WithRetryPolicy(RetryPolicy{InitialInterval: time.Second, RandomizationFactor: -1})
 
