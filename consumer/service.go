@@ -499,10 +499,10 @@ func (s *Service) infraRetry(d *delivery, err error) action {
 // happen before it is settled.
 //
 // The outcome record is read first: a command with an outcome is answered
-// from it and never executed again. A read-only command does not wait for
-// the read to start: it is parsed and its first request signed meanwhile,
-// and the request waits at its send gate until the read shows the command
-// has no outcome (otherwise nothing is sent and the execution is dropped).
+// from it and never executed again. A read-only command is parsed and its
+// first request signed while the record is read; the request waits at its
+// send gate until the read shows the command has no outcome (otherwise
+// nothing is sent and the execution is dropped).
 func (s *Service) process(ctx context.Context, d *delivery) action {
 	look := s.records.read(ctx, d.key)
 	var early *execution
