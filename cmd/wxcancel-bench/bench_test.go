@@ -266,6 +266,29 @@ func TestFloorMeter(t *testing.T) {
 // TestSmoke runs the benchmark's machinery end to end on a few dozen
 // commands: the child processes, the service as its own process, the
 // outcome collection and the accounting. It checks no timing.
+// TestConfirmationAnswers: the simulator child presigns one answer per
+// confirm-cancel of the run, each the one the simulator will give.
+func TestConfirmationAnswers(t *testing.T) {
+	got := confirmationAnswers(30, 4)
+	if len(got) != 6 {
+		t.Fatalf("%d answers for 30 commands of the mix, want 6 (20%%)", len(got))
+	}
+	seen := map[string]bool{}
+	for i, a := range got {
+		seen[string(a)] = true
+		var b struct {
+			ApplymentID string `json:"applyment_id"`
+		}
+		c := makeCommand("", 10*(i/2)+7+i%2, 4) // indices 7 and 8 of every ten are confirmations
+		if err := json.Unmarshal(c.body, &b); err != nil || !strings.Contains(string(a), b.ApplymentID) {
+			t.Errorf("answer %d %s is not about command %s", i, a, c.body)
+		}
+	}
+	if len(seen) != len(got) {
+		t.Error("two confirmations share an answer")
+	}
+}
+
 func TestParseWaits(t *testing.T) {
 	text := `# HELP wxcancel_jetstream_duration_seconds JetStream work a command waits for.
 # TYPE wxcancel_jetstream_duration_seconds histogram

@@ -51,6 +51,8 @@ func runChild(args []string) int {
 	latency := fs.Duration("latency", 0, "sim: delay of every answer")
 	faults := fs.String("faults", "", "sim: faults to inject (wxpaysim.ParseFaults syntax)")
 	cacheTTL := fs.Duration("signature-cache", time.Minute, "sim: reuse the signature of an identical answer for this long")
+	presign := fs.Int("presign", 0, "sim: sign the confirmations of the first N commands of the mix before serving")
+	pool := fs.Int("pool", 64, "sim: -pool of the run (see -presign)")
 	every := fs.Duration("every", 500*time.Millisecond, "floor: interval between samples")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -67,7 +69,7 @@ func runChild(args []string) int {
 	case "nats":
 		err = childNATS(ctx, *store)
 	case "sim":
-		err = childSim(ctx, *dir, *latency, *faults, *cacheTTL)
+		err = childSim(ctx, *dir, *latency, *faults, *cacheTTL, confirmationAnswers(*presign, *pool))
 	case "floor":
 		err = childFloor(ctx, *every)
 	default:
@@ -96,7 +98,33 @@ func childNATS(ctx context.Context, store string) error {
 	return nil
 }
 
-func childSim(ctx context.Context, dir string, latency time.Duration, faultSpec string, cacheTTL time.Duration) error {
+// confirmationAnswers returns the simulator's answers to the confirm-cancel
+// commands among the first n commands of a run (every one targets an
+// application of its own, so each answer is unique and would cost the
+// simulator an RSA signature during the run).
+func confirmationAnswers(n, pool int) [][]byte {
+	var answers [][]byte
+	for i := range n {
+		c := makeCommand("", i, pool)
+		if c.ctype != "confirm-cancel" {
+			continue
+		}
+		var b struct {
+			ApplymentID string `json:"applyment_id"`
+			SubMchid    string `json:"sub_mchid"`
+		}
+		if json.Unmarshal(c.body, &b) == nil {
+			answers = append(answers, wxpaysim.ConfirmationAnswer(b.ApplymentID, b.SubMchid))
+		}
+	}
+	return answers
+}
+
+// childSim runs the simulator. It signs presign (answers that would each cost
+// an RSA signature) before it reports ready, so that the simulator signs no
+// answer during the run: its answers to queries and validations repeat and
+// come from its signature cache.
+func childSim(ctx context.Context, dir string, latency time.Duration, faultSpec string, cacheTTL time.Duration, presign [][]byte) error {
 	if dir == "" {
 		return errors.New("-dir is required")
 	}
@@ -116,6 +144,7 @@ func childSim(ctx context.Context, dir string, latency time.Duration, faultSpec 
 		return err
 	}
 	sim.RegisterMerchant(m)
+	sim.Presign(presign...)
 	keys, err := sim.WriteKeys(dir, m)
 	if err != nil {
 		return err

@@ -175,8 +175,14 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		return res, fmt.Errorf("nats child: %q: %w", line, err)
 	}
 
+	n := spec.Commands
+	if spec.Open {
+		n = int(spec.Rate * spec.Duration.Seconds())
+		res.OfferedRate = spec.Rate
+	}
 	simProc, line, err := startProc(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys"),
-		"-latency", spec.Latency.String(), "-faults", spec.Faults}, kidEnv, filepath.Join(dir, "sim.log"), true, 30*time.Second)
+		"-latency", spec.Latency.String(), "-faults", spec.Faults, "-presign", strconv.Itoa(n), "-pool", strconv.Itoa(b.pool)},
+		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
 	if err != nil {
 		return res, err
 	}
@@ -235,11 +241,6 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { pubErrs.Add(1) }))
 	if err != nil {
 		return res, err
-	}
-	n := spec.Commands
-	if spec.Open {
-		n = int(spec.Rate * spec.Duration.Seconds())
-		res.OfferedRate = spec.Rate
 	}
 	col := newCollector(spec.Name, prefix, n)
 	sub, err := nc.Subscribe(prefix+".evt.>", func(m *nats.Msg) { col.event(m.Subject, m.Data, time.Now()) })

@@ -118,7 +118,7 @@ func (s *Server) PutCancelWithdraw(a CancelWithdraw) CancelWithdraw {
 		a.ApplymentID = m.newID()
 	}
 	if a.OutRequestNo == "" {
-		a.OutRequestNo = "SIM" + a.ApplymentID
+		a.OutRequestNo = defaultOutRequestNo(a.ApplymentID)
 	}
 	m.withdrawals[a.ApplymentID] = &a
 	m.byOutNo[a.OutRequestNo] = &a
@@ -356,7 +356,7 @@ func (m *model) findWithdraw(applymentID, outRequestNo, subMchid string, now tim
 			a.ApplymentID = m.newID()
 		}
 		if a.OutRequestNo == "" {
-			a.OutRequestNo = "SIM" + a.ApplymentID
+			a.OutRequestNo = defaultOutRequestNo(a.ApplymentID)
 		}
 		m.withdrawals[a.ApplymentID] = a
 		m.byOutNo[a.OutRequestNo] = a
@@ -381,6 +381,23 @@ func (m *model) queryCancelWithdraw(rt route, now time.Time) (int, []byte, *apiE
 		return 0, nil, errorf(http.StatusNotFound, "NOT_FOUND", "申请单不存在")
 	}
 	return ok(m.view(a))
+}
+
+// defaultOutRequestNo is the out_request_no of a cancel-withdraw application
+// created without one.
+func defaultOutRequestNo(applymentID string) string { return "SIM" + applymentID }
+
+// ConfirmationAnswer returns the body of the answer to a successful
+// confirm-cancel of application applymentID of subMchid, created without an
+// out_request_no (by AutoCreate on first sight, or PutCancelWithdraw), for
+// Server.Presign.
+func ConfirmationAnswer(applymentID, subMchid string) []byte {
+	_, body, _ := ok(confirmationAnswer(applymentID, subMchid, defaultOutRequestNo(applymentID)))
+	return body
+}
+
+func confirmationAnswer(applymentID, subMchid, outRequestNo string) wxpay.ConfirmCancelResponse {
+	return wxpay.ConfirmCancelResponse{ApplymentID: applymentID, SubMchid: subMchid, OutRequestNo: outRequestNo}
 }
 
 // confirmCancel: an unknown application is 404 NOT_FOUND; a sub_mchid that
@@ -418,7 +435,7 @@ func (m *model) confirmCancel(body []byte, now time.Time) (int, []byte, *apiErro
 	}
 	a.SubMchid = req.SubMchid
 	a.State, a.ModifyTime = wxpay.CancelSystemProcessing, now
-	return ok(wxpay.ConfirmCancelResponse{ApplymentID: a.ApplymentID, SubMchid: a.SubMchid, OutRequestNo: a.OutRequestNo})
+	return ok(confirmationAnswer(a.ApplymentID, a.SubMchid, a.OutRequestNo))
 }
 
 func (m *model) queryCancelApplication(rt route, now time.Time) (int, []byte, *apiError) {

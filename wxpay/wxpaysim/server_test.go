@@ -384,3 +384,36 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("Total = %d, want %d", got, 3*workers+4)
 	}
 }
+
+// TestPresign: a confirmation presigned with ConfirmationAnswer is answered
+// with no RSA signature, in both ways the application can come to exist,
+// and the answer verifies; without a signature cache Presign does nothing.
+func TestPresign(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wxpaysim.Options) { o.SignatureCacheTTL = time.Minute; o.AutoCreate = true }, nil)
+	put := e.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{ApplymentID: "2000000000000001", SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
+	auto := wxpaysim.CancelWithdraw{ApplymentID: "2000000000000002", SubMchid: subMchid}
+	e.sim.Presign(wxpaysim.ConfirmationAnswer(put.ApplymentID, subMchid), wxpaysim.ConfirmationAnswer(auto.ApplymentID, subMchid))
+	before := e.sim.Signatures()
+	for _, a := range []wxpaysim.CancelWithdraw{put, auto} {
+		req := confirmRequest(a)
+		req.OutRequestNo = ""
+		got, _, err := e.client.ConfirmCancel(t.Context(), req)
+		if err != nil || got.ApplymentID != a.ApplymentID || got.OutRequestNo == "" {
+			t.Errorf("confirming %s: %+v, %v", a.ApplymentID, got, err)
+		}
+	}
+	if n := e.sim.Signatures() - before; n != 0 {
+		t.Errorf("%d RSA signatures for presigned answers", n)
+	}
+	// Another answer is signed when asked for.
+	if _, _, err := e.validate(); err != nil || e.sim.Signatures() != before+1 {
+		t.Errorf("an answer not presigned: %v, %d signatures", err, e.sim.Signatures()-before)
+	}
+
+	e = newEnv(t, func(o *wxpaysim.Options) { o.AutoCreate = true }, nil)
+	e.sim.Presign(wxpaysim.ConfirmationAnswer("2000000000000003", subMchid))
+	if n := e.sim.Signatures(); n != 0 {
+		t.Errorf("Presign without a signature cache made %d signatures", n)
+	}
+}
