@@ -132,16 +132,7 @@ func TestSendWait(t *testing.T) {
 	// published (an invalid command that got through would be answered
 	// rejected, without a request to WeChat Pay).
 	lastSeq := func() uint64 {
-		nc, err := nats.Connect(env["NATS_URL"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		s, err := js.Stream(t.Context(), "WXPAY_COMMANDS")
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, _, s := commandsStream(t, env["NATS_URL"])
 		return s.CachedInfo().State.LastSeq
 	}
 	before := lastSeq()
@@ -211,16 +202,7 @@ func TestDLQReplay(t *testing.T) {
 		t.Errorf("replay inside the window: %d %s", code, errOut)
 	}
 
-	nc, err := nats.Connect(env["NATS_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	s, err := js.Stream(t.Context(), "WXPAY_COMMANDS")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js, s := commandsStream(t, env["NATS_URL"])
 	// Twice: see shrinkDuplicateWindow in the consumer tests.
 	cfg := s.CachedInfo().Config
 	for _, d := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond} {
@@ -331,4 +313,25 @@ func TestHelpAndVersion(t *testing.T) {
 	if code, _, errOut := cli(t, nil, "frobnicate"); code != exitUsage || !strings.Contains(errOut, "unknown command") {
 		t.Errorf("unknown command: %d %s", code, errOut)
 	}
+}
+
+// commandsStream connects to the NATS server at url (for the rest of the
+// test) and returns the connection, its JetStream context and the commands
+// stream, whose CachedInfo is current.
+func commandsStream(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(t.Context(), "WXPAY_COMMANDS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, s
 }
