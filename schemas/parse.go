@@ -215,15 +215,16 @@ type member struct {
 // with the offset of the first byte after it that is not white space
 // (len(b) when there is none). Its error says where the syntax breaks and
 // never quotes the body.
-func parseJSON(b []byte) (*node, int, error) { return parseJSONWith(b, true) }
-
-// parseJSONWith is parseJSON; fast says whether to try scanObject first.
-func parseJSONWith(b []byte, fast bool) (*node, int, error) {
-	if fast {
-		if root, end, ok := scanObject(b); ok {
-			return root, end, nil
-		}
+func parseJSON(b []byte) (*node, int, error) {
+	if root, end, ok := scanObject(b); ok {
+		return root, end, nil
 	}
+	return decodeJSON(b)
+}
+
+// decodeJSON is parseJSON with encoding/json's decoder alone: what
+// scanObject gives up on, and every refusal.
+func decodeJSON(b []byte) (*node, int, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	p := jsonParser{dec: dec}

@@ -23,7 +23,7 @@ func TestScanObjectTakesCommands(t *testing.T) {
 			t.Errorf("the fast path gave %q up", body)
 			continue
 		}
-		slow, send, err := parseJSONWith([]byte(body), false)
+		slow, send, err := decodeJSON([]byte(body))
 		if err != nil || send != fend || !reflect.DeepEqual(fast, slow) {
 			t.Errorf("%q: fast %+v end %d, encoding/json %+v end %d err %v", body, fast, fend, slow, send, err)
 		}
@@ -51,7 +51,7 @@ func FuzzScanObject(f *testing.F) {
 		if !ok {
 			return
 		}
-		slow, send, err := parseJSONWith(b, false)
+		slow, send, err := decodeJSON(b)
 		if err != nil {
 			t.Fatalf("the fast path accepts %q, encoding/json refuses it: %v", b, err)
 		}
@@ -67,13 +67,13 @@ func BenchmarkParseJSON(b *testing.B) {
 	body := []byte(`{"applyment_id":"3000000000000001","sub_mchid":"1900000109","operator_identification":"bench",` +
 		`"confirm_time":"2025-05-20T13:29:35+08:00","cancel_contract_version":"V1.0"}`)
 	for _, bc := range []struct {
-		name string
-		fast bool
-	}{{"scan", true}, {"encoding-json", false}} {
+		name  string
+		parse func([]byte) (*node, int, error)
+	}{{"scan", parseJSON}, {"encoding-json", decodeJSON}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := parseJSONWith(body, bc.fast); err != nil {
+				if _, _, err := bc.parse(body); err != nil {
 					b.Fatal(err)
 				}
 			}
