@@ -32,8 +32,8 @@ type Metrics struct {
 	// Reconciliations counts ambiguous outcomes settled by a query, by
 	// command type and verdict.
 	Reconciliations *prometheus.CounterVec
-	// JetStreamDuration observes the JetStream work a command waits for,
-	// by step: outcome_read (reading the outcome record before executing;
+	// JetStreamDuration observes how long each JetStream step of a command
+	// takes: outcome_read (reading the outcome record before executing;
 	// read-only commands sign their request meanwhile),
 	// status (recording what a WeChat Pay answer revealed, status event
 	// included), outcome_write (recording the outcome) and event_publish
@@ -83,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"type", "verdict"}),
 		JetStreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wxcancel_jetstream_duration_seconds",
-			Help:    "JetStream work a command waits for, by step (outcome_read, status, outcome_write, event_publish).",
+			Help:    "How long each JetStream step of a command takes (outcome_read, status, outcome_write, event_publish).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"step"}),
 	}
