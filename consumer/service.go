@@ -121,6 +121,11 @@ func (s *Service) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
+	// A local copy of the status bucket spares the read of an unchanged
+	// state; without it (the watch refused) every observation reads.
+	if err := s.tracker.Follow(workCtx, 0); err != nil {
+		s.log.Warn("status records will be read for every observation", "err", err)
+	}
 	s.ready.Store(true)
 	s.log.Info("consuming commands", "stream", s.topo.Commands.Name, "consumer", s.topo.Consumer.Durable,
 		"concurrency", s.cfg.Concurrency, "max_deliver", s.cfg.MaxDeliver)

@@ -722,6 +722,13 @@ func TestClusterDeployment(t *testing.T) {
 		if n := leaked.Load(); n > 0 {
 			t.Errorf("%d messages addressed to the service reached the readers' account", n)
 		}
+		// Everything the service does is within its rights, following the
+		// status bucket included.
+		for _, line := range strings.Split(logs.tail(1<<30), "\n") {
+			if strings.Contains(strings.ToLower(line), "permissions violation") || strings.Contains(line, "status records will be read") {
+				t.Errorf("service log: %s", line)
+			}
+		}
 		t.Logf("%d commands, %d outcome events, %d status events, %d requests to WeChat Pay",
 			len(cmds), len(cmds), statusEvents, sim.Total())
 		if !slices.ContainsFunc(cl.servers, func(s *server.Server) bool { return s.Running() }) {

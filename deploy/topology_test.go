@@ -357,6 +357,8 @@ func TestAccountsMatchTopology(t *testing.T) {
 		"$KV." + outcomes + ".>", "$KV." + status + ".>",
 		"$JS.API.DIRECT.GET.KV_" + outcomes + ".>", "$JS.API.DIRECT.GET.KV_" + status + ".>",
 		"$JS.API.CONSUMER.CREATE." + cmds + "." + durable + ".>",
+		"$JS.API.CONSUMER.CREATE.KV_" + status + ".>", "$JS.API.CONSUMER.DELETE.KV_" + status + ".>",
+		"$JS.FC.KV_" + status + ".>",
 		"$JS.API.INFO",
 	}
 	for _, s := range []string{cmds, evts, dlq, "KV_" + outcomes, "KV_" + status} {

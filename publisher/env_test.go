@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"reflect"
 	"sync/atomic"
 	"testing"
@@ -35,6 +36,8 @@ const testNowText = "2025-03-03T21:06:07.123456000Z"
 // env is one embedded JetStream server with an events stream capturing
 // <testPrefix>.evt.> and a status bucket.
 type env struct {
+	srv    *server.Server
+	opts   server.Options
 	url    string
 	js     jetstream.JetStream
 	events jetstream.Stream
@@ -45,20 +48,15 @@ type env struct {
 // (0: the server's default, 2 minutes).
 func newEnv(t *testing.T, duplicates time.Duration) *env {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
+	e := &env{}
+	e.start(t, &server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
 	})
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	e := &env{url: srv.ClientURL()}
+	t.Cleanup(func() { e.srv.Shutdown(); e.srv.WaitForShutdown() })
+	e.url = e.srv.ClientURL()
 	e.js = e.connect(t)
 	ctx := t.Context()
+	var err error
 	e.events, err = e.js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "WXT_EVENTS", Subjects: []string{testPrefix + ".evt.>"}, Duplicates: duplicates, Storage: jetstream.FileStorage,
 	})
@@ -72,10 +70,33 @@ func newEnv(t *testing.T, duplicates time.Duration) *env {
 	return e
 }
 
+func (e *env) start(t *testing.T, opts *server.Options) {
+	t.Helper()
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	e.srv, e.opts = srv, *opts
+}
+
+// restart stops the server and starts it again on the same port and store.
+func (e *env) restart(t *testing.T) {
+	t.Helper()
+	opts := e.opts
+	opts.Port = e.srv.Addr().(*net.TCPAddr).Port
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	e.start(t, &opts)
+}
+
 // connect opens a new connection (another instance of the service).
 func (e *env) connect(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(e.url)
+	nc, err := nats.Connect(e.url, nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatalf("connecting: %v", err)
 	}

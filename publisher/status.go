@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -129,6 +130,9 @@ type StatusData struct {
 // JetStream acknowledged the event of every change it wrote or found
 // pending, so a command may be acknowledged after it.
 //
+// With [StatusTracker.Follow], an observation that the local copy of the
+// bucket shows to change nothing returns at once, without the read.
+//
 // Left open by design: an event that aged out of the events stream while its
 // record stayed unpublished (no observation of the resource for the stream's
 // whole retention after a crash between the publish and the mark) is
@@ -136,6 +140,9 @@ type StatusData struct {
 type StatusTracker struct {
 	p  *Publisher
 	kv jetstream.KeyValue
+	// follow and copy: see Follow; copy is nil without it.
+	follow atomic.Bool
+	copy   atomic.Pointer[statusCopy]
 }
 
 // StatusTracker returns a tracker keeping its records in kv, which the
@@ -190,6 +197,16 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 		return false, err
 	}
 	key := ob.Resource + "." + EncodeToken(ob.Key)
+	if c := t.copy.Load(); c != nil {
+		if rec, ok := c.lookup(key); ok && rec.published {
+			switch {
+			case rec.state == ob.State && !ob.ModifiedAt.After(rec.modifiedAt) && (ob.SubMchid == "" || rec.subMchid):
+				return false, nil // case 2, nothing to add
+			case rec.state != ob.State && !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(rec.modifiedAt):
+				return false, nil // case 3
+			}
+		}
+	}
 	for range maxRounds {
 		rec, rev, err := t.load(ctx, key)
 		if err != nil {
@@ -424,6 +441,11 @@ func (t *StatusTracker) markPublished(ctx context.Context, key string, rec *stat
 // load returns the record of key and its revision; nil and 0 when there is
 // none.
 func (t *StatusTracker) load(ctx context.Context, key string) (*statusRecord, uint64, error) {
+	c := t.copy.Load()
+	var gen uint64
+	if c != nil {
+		gen = c.generation()
+	}
 	e, err := t.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, 0, nil
@@ -434,6 +456,9 @@ func (t *StatusTracker) load(ctx context.Context, key string) (*statusRecord, ui
 	rec, err := decodeRecord(key, e.Value())
 	if err != nil {
 		return nil, 0, err
+	}
+	if c != nil {
+		c.store(gen, key, rec, e.Revision())
 	}
 	return rec, e.Revision(), nil
 }
@@ -457,6 +482,11 @@ func (t *StatusTracker) put(ctx context.Context, key string, rec *statusRecord, 
 	if err != nil {
 		return 0, fmt.Errorf("publisher: encoding status record %s: %w", key, err)
 	}
+	c := t.copy.Load()
+	var gen uint64
+	if c != nil {
+		gen = c.generation()
+	}
 	var nrev uint64
 	if rev == 0 {
 		nrev, err = t.kv.Create(ctx, key, b)
@@ -471,6 +501,9 @@ func (t *StatusTracker) put(ctx context.Context, key string, rec *statusRecord, 
 		return 0, errConflict
 	case err != nil:
 		return 0, fmt.Errorf("publisher: writing status record %s: %w", key, err)
+	}
+	if c != nil {
+		c.store(gen, key, rec, nrev)
 	}
 	return nrev, nil
 }

@@ -206,10 +206,23 @@ func TestObserveRejectsIncompleteObservations(t *testing.T) {
 
 // TestStatusConcurrentInstances: two instances (own connections) and many
 // goroutines observe the same changes at once; each change is published
-// once.
+// once, whether the instances follow the bucket or not.
 func TestStatusConcurrentInstances(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) { concurrentInstances(t, follow) })
+	}
+}
+
+func concurrentInstances(t *testing.T, follow bool) {
 	e := newEnv(t, 0)
 	a, b := e.instance(t), e.instance(t)
+	if follow {
+		for _, in := range []*instance{a, b} {
+			if err := in.tracker.Follow(t.Context(), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	const key, workers = "2000000002", 12
 	subject := "wxt.evt.status.cancel-withdraw." + key
 	rounds := []struct{ state, prev string }{

@@ -1,0 +1,26 @@
+package publisher
+
+// CopiedRevision is the revision of the record of resource/key in t's copy
+// of its bucket (see Follow), 0 when the copy has none it trusts.
+func CopiedRevision(t *StatusTracker, resource, key string) uint64 {
+	c := t.copy.Load()
+	if c == nil {
+		return 0
+	}
+	rec, ok := c.lookup(resource + "." + EncodeToken(key))
+	if !ok {
+		return 0
+	}
+	return rec.rev
+}
+
+// CopiedRecords is the number of records in t's copy of its bucket.
+func CopiedRecords(t *StatusTracker) int {
+	c := t.copy.Load()
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.recs)
+}
