@@ -3,11 +3,7 @@ package publisher
 // CopiedRevision is the revision of the record of resource/key in t's copy
 // of its bucket (see Follow), 0 when the copy has none it trusts.
 func CopiedRevision(t *StatusTracker, resource, key string) uint64 {
-	c := t.copy.Load()
-	if c == nil {
-		return 0
-	}
-	rec, ok := c.lookup(resource + "." + EncodeToken(key))
+	rec, ok := t.copy.Load().lookup(resource + "." + EncodeToken(key))
 	if !ok {
 		return 0
 	}

@@ -140,9 +140,8 @@ type StatusData struct {
 type StatusTracker struct {
 	p  *Publisher
 	kv jetstream.KeyValue
-	// follow and copy: see Follow; copy is nil without it.
-	follow atomic.Bool
-	copy   atomic.Pointer[statusCopy]
+	// copy is the local copy of the bucket kept by Follow; nil without.
+	copy atomic.Pointer[statusCopy]
 }
 
 // StatusTracker returns a tracker keeping its records in kv, which the
@@ -197,14 +196,12 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 		return false, err
 	}
 	key := ob.Resource + "." + EncodeToken(ob.Key)
-	if c := t.copy.Load(); c != nil {
-		if rec, ok := c.lookup(key); ok && rec.published {
-			switch {
-			case rec.state == ob.State && !ob.ModifiedAt.After(rec.modifiedAt) && (ob.SubMchid == "" || rec.subMchid):
-				return false, nil // case 2, nothing to add
-			case rec.state != ob.State && !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(rec.modifiedAt):
-				return false, nil // case 3
-			}
+	if rec, ok := t.copy.Load().lookup(key); ok && rec.published {
+		switch {
+		case rec.state == ob.State && !ob.ModifiedAt.After(rec.modifiedAt) && (ob.SubMchid == "" || rec.subMchid):
+			return false, nil // case 2, nothing to add
+		case rec.state != ob.State && !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(rec.modifiedAt):
+			return false, nil // case 3
 		}
 	}
 	for range maxRounds {
@@ -442,10 +439,7 @@ func (t *StatusTracker) markPublished(ctx context.Context, key string, rec *stat
 // none.
 func (t *StatusTracker) load(ctx context.Context, key string) (*statusRecord, uint64, error) {
 	c := t.copy.Load()
-	var gen uint64
-	if c != nil {
-		gen = c.generation()
-	}
+	gen := c.generation()
 	e, err := t.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, 0, nil
@@ -457,9 +451,7 @@ func (t *StatusTracker) load(ctx context.Context, key string) (*statusRecord, ui
 	if err != nil {
 		return nil, 0, err
 	}
-	if c != nil {
-		c.store(gen, key, rec, e.Revision())
-	}
+	c.store(gen, key, rec, e.Revision())
 	return rec, e.Revision(), nil
 }
 
@@ -483,10 +475,7 @@ func (t *StatusTracker) put(ctx context.Context, key string, rec *statusRecord, 
 		return 0, fmt.Errorf("publisher: encoding status record %s: %w", key, err)
 	}
 	c := t.copy.Load()
-	var gen uint64
-	if c != nil {
-		gen = c.generation()
-	}
+	gen := c.generation()
 	var nrev uint64
 	if rev == 0 {
 		nrev, err = t.kv.Create(ctx, key, b)
@@ -502,9 +491,7 @@ func (t *StatusTracker) put(ctx context.Context, key string, rec *statusRecord, 
 	case err != nil:
 		return 0, fmt.Errorf("publisher: writing status record %s: %w", key, err)
 	}
-	if c != nil {
-		c.store(gen, key, rec, nrev)
-	}
+	c.store(gen, key, rec, nrev)
 	return nrev, nil
 }
 

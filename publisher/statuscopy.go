@@ -44,18 +44,20 @@ func (t *StatusTracker) Follow(ctx context.Context, entries int) error {
 	if entries == 0 {
 		entries = DefaultFollowEntries
 	}
-	if !t.follow.CompareAndSwap(false, true) {
+	// Not live (trusted by nobody) until the watch runs.
+	c := &statusCopy{nc: t.p.js.Conn(), max: entries, recs: make(map[string]copied)}
+	if !t.copy.CompareAndSwap(nil, c) {
 		return errors.New("publisher: the status tracker already follows its bucket")
 	}
-	c := &statusCopy{nc: t.p.js.Conn(), max: entries, recs: make(map[string]copied)}
-	c.reconnects = c.generation()
+	gen := c.generation()
 	w, err := t.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
-		t.follow.Store(false)
+		t.copy.Store(nil)
 		return fmt.Errorf("publisher: watching the status bucket: %w", err)
 	}
-	c.synced, c.live = true, true
-	t.copy.Store(c)
+	c.mu.Lock()
+	c.reconnects, c.synced, c.live = gen, true, true
+	c.mu.Unlock()
 	go func() {
 		defer func() {
 			c.stop()
@@ -125,10 +127,10 @@ type copied struct {
 	published  bool
 }
 
-// generation returns the connection's reconnection count (nil connection,
-// as in tests of a fake JetStream: 0).
+// generation returns the connection's reconnection count (0 without a copy
+// or a connection).
 func (c *statusCopy) generation() uint64 {
-	if c.nc == nil {
+	if c == nil || c.nc == nil {
 		return 0
 	}
 	return c.nc.Stats().Reconnects
@@ -142,8 +144,12 @@ func (c *statusCopy) current(gen uint64) {
 	}
 }
 
-// lookup returns the copy of key's record, if it has one it trusts.
+// lookup returns the copy of key's record, if there is a copy and it has
+// one it trusts.
 func (c *statusCopy) lookup(key string) (copied, bool) {
+	if c == nil {
+		return copied{}, false
+	}
 	gen := c.generation()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -156,8 +162,12 @@ func (c *statusCopy) lookup(key string) (copied, bool) {
 }
 
 // store keeps rec, read or written at rev by this tracker while the
-// connection was at generation gen; nil rec: the key has no record.
+// connection was at generation gen; nil rec: the key has no record. Without
+// a copy it does nothing.
 func (c *statusCopy) store(gen uint64, key string, rec *statusRecord, rev uint64) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live || gen != c.reconnects {
