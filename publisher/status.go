@@ -196,13 +196,8 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 		return false, err
 	}
 	key := ob.Resource + "." + EncodeToken(ob.Key)
-	if rec, ok := t.copy.Load().lookup(key); ok && rec.published {
-		switch {
-		case rec.state == ob.State && !ob.ModifiedAt.After(rec.modifiedAt) && (ob.SubMchid == "" || rec.subMchid):
-			return false, nil // case 2, nothing to add
-		case rec.state != ob.State && !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(rec.modifiedAt):
-			return false, nil // case 3
-		}
+	if rec, ok := t.copy.Load().lookup(key); ok && rec.published && ob.addsNothing(rec.state, rec.modifiedAt, rec.subMchid) {
+		return false, nil
 	}
 	for range maxRounds {
 		rec, rev, err := t.load(ctx, key)
@@ -223,10 +218,9 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 			rec.Published, rev = true, nrev
 		}
 		switch {
-		case rec != nil && rec.State == ob.State:
-			if !ob.ModifiedAt.After(rec.ModifiedAt) && (ob.SubMchid == "" || rec.SubMchid != "") {
-				return false, nil
-			}
+		case rec != nil && ob.addsNothing(rec.State, rec.ModifiedAt, rec.SubMchid != ""):
+			return false, nil
+		case rec != nil && rec.State == ob.State: // a newer time or the sub_mchid to add
 			upd := *rec
 			upd.ModifiedAt = later(rec.ModifiedAt, ob.ModifiedAt)
 			if upd.SubMchid == "" {
@@ -238,8 +232,6 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 				return false, err
 			}
 			return false, nil
-		case rec != nil && !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(rec.ModifiedAt):
-			return false, nil // older than what is recorded: never moves it back
 		}
 		next, err := t.change(rec, ob)
 		if err != nil {
@@ -351,6 +343,18 @@ func (ob Observation) check() error {
 		return bad("the snapshot is not JSON")
 	}
 	return nil
+}
+
+// addsNothing reports whether ob changes nothing in a record of the given
+// state, newest modification time and sub_mchid (known or not): the same
+// state with no newer time and no sub_mchid to add (case 2 of
+// [StatusTracker]), or another state modified before the newest time seen,
+// which never moves the record back (case 3).
+func (ob Observation) addsNothing(state string, modifiedAt time.Time, subMchidKnown bool) bool {
+	if ob.State == state {
+		return !ob.ModifiedAt.After(modifiedAt) && (ob.SubMchid == "" || subMchidKnown)
+	}
+	return !ob.ModifiedAt.IsZero() && ob.ModifiedAt.Before(modifiedAt)
 }
 
 // change returns the record announcing ob's state after rec (nil: none).

@@ -47,9 +47,22 @@ func statusData(t *testing.T, m *jetstream.RawStreamMsg, traceparent string) (pu
 	return ev, d
 }
 
+// TestStatusChanges: the rules of a change, the same whether the instance
+// decides from its copy of the bucket (Follow) or by reading it.
 func TestStatusChanges(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) { statusChanges(t, follow) })
+	}
+}
+
+func statusChanges(t *testing.T, follow bool) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
+	if follow {
+		if err := in.tracker.Follow(t.Context(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const key = "2000000001"
 	subject := "wxt.evt.status.cancel-withdraw." + key
 	steps := []struct {

@@ -176,8 +176,8 @@ func (c *statusCopy) store(gen uint64, key string, rec *statusRecord, rev uint64
 	c.put(key, rec, rev)
 }
 
-// put keeps rec unless the copy has a later revision; the caller holds
-// c.mu.
+// put keeps rec, or with a nil rec drops the key, unless the copy has the
+// key at rev or later; the caller holds c.mu.
 func (c *statusCopy) put(key string, rec *statusRecord, rev uint64) {
 	old, ok := c.recs[key]
 	if ok && old.rev >= rev {
@@ -211,18 +211,10 @@ func (c *statusCopy) update(e jetstream.KeyValueEntry) {
 	if !c.synced {
 		// Catching up: later writes of this key may still be on their
 		// way, so this one only makes what the copy has of it stale.
-		if old, ok := c.recs[e.Key()]; ok && old.rev < e.Revision() {
-			delete(c.recs, e.Key())
-		}
+		rec = nil
 		c.synced = e.Delta() == 0
-		return
 	}
-	if rec == nil { // deleted, purged or unreadable: not copied
-		if old, ok := c.recs[e.Key()]; ok && old.rev < e.Revision() {
-			delete(c.recs, e.Key())
-		}
-		return
-	}
+	// nil (deleted, purged, unreadable or catching up): dropped if older.
 	c.put(e.Key(), rec, e.Revision())
 }
 
