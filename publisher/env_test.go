@@ -46,7 +46,7 @@ type env struct {
 
 // newEnv starts a server whose events stream has the given duplicate window
 // (0: the server's default, 2 minutes).
-func newEnv(t *testing.T, duplicates time.Duration) *env {
+func newEnv(t testing.TB, duplicates time.Duration) *env {
 	t.Helper()
 	e := &env{}
 	e.start(t, &server.Options{
@@ -70,7 +70,7 @@ func newEnv(t *testing.T, duplicates time.Duration) *env {
 	return e
 }
 
-func (e *env) start(t *testing.T, opts *server.Options) {
+func (e *env) start(t testing.TB, opts *server.Options) {
 	t.Helper()
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -94,7 +94,7 @@ func (e *env) restart(t *testing.T) {
 }
 
 // connect opens a new connection (another instance of the service).
-func (e *env) connect(t *testing.T) jetstream.JetStream {
+func (e *env) connect(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(e.url, nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
 	if err != nil {
@@ -116,7 +116,7 @@ type instance struct {
 	tracker *publisher.StatusTracker
 }
 
-func (e *env) instance(t *testing.T) *instance {
+func (e *env) instance(t testing.TB) *instance {
 	t.Helper()
 	js := &flakyJS{JetStream: e.connect(t)}
 	pub, err := publisher.New(js, publisher.Config{Prefix: testPrefix, MchID: testMchID, Clock: func() time.Time { return testNow }})

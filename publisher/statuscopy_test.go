@@ -197,3 +197,28 @@ func TestFollowRefused(t *testing.T) {
 		t.Error("a second Follow succeeded")
 	}
 }
+
+// BenchmarkObserveUnchanged: the common observation, a state already
+// recorded, decided by reading the bucket and from the followed copy.
+func BenchmarkObserveUnchanged(b *testing.B) {
+	for _, follow := range []bool{false, true} {
+		b.Run(fmt.Sprintf("follow=%v", follow), func(b *testing.B) {
+			e := newEnv(b, 0)
+			in := e.instance(b)
+			if follow {
+				if err := in.tracker.Follow(b.Context(), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ob := withdrawal("2000000041", "WAITING_MERCHANT_CONFIRM", t0, "c0")
+			if _, err := in.tracker.Observe(b.Context(), ob); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if changed, err := in.tracker.Observe(b.Context(), ob); err != nil || changed {
+					b.Fatalf("Observe = %v, %v", changed, err)
+				}
+			}
+		})
+	}
+}
