@@ -125,6 +125,7 @@ var ErrNotProvisioned = errors.New("consumer: JetStream objects missing")
 // Handles are the JetStream objects the service works with.
 type Handles struct {
 	Consumer         jetstream.Consumer
+	Events           jetstream.Stream
 	Outcomes, Status jetstream.KeyValue
 }
 
@@ -138,7 +139,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology, create b
 	}
 	var h Handles
 	for _, sc := range []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ} {
-		if err := retryRace(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
+		err := retryRace(ctx, func() error {
+			s, err := js.CreateOrUpdateStream(ctx, sc)
+			if sc.Name == t.Events.Name {
+				h.Events = s
+			}
+			return err
+		})
+		if err != nil {
 			return h, fmt.Errorf("consumer: provisioning stream %s: %w", sc.Name, err)
 		}
 	}
@@ -178,7 +186,10 @@ func lookup(ctx context.Context, js jetstream.JetStream, t Topology) (Handles, e
 		}
 	}
 	for _, sc := range []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ} {
-		_, err := js.Stream(ctx, sc.Name)
+		s, err := js.Stream(ctx, sc.Name)
+		if sc.Name == t.Events.Name {
+			h.Events = s
+		}
 		note("stream "+sc.Name, err, jetstream.ErrStreamNotFound)
 	}
 	var err error

@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.tracker = s.pub.StatusTracker(h.Status)
+	s.tracker = s.pub.StatusTracker(h.Status, h.Events)
 	s.sem = make(chan struct{}, cfg.Concurrency)
 	s.parked = make(chan struct{}, cfg.Concurrency)
 	s.handoff = make(chan *handover)

@@ -356,6 +356,7 @@ func TestAccountsMatchTopology(t *testing.T) {
 		"$JS.API.CONSUMER.INFO." + cmds + "." + durable,
 		"$KV." + outcomes + ".>", "$KV." + status + ".>",
 		"$JS.API.DIRECT.GET.KV_" + outcomes + ".>", "$JS.API.DIRECT.GET.KV_" + status + ".>",
+		"$JS.API.STREAM.MSG.GET." + evts,
 		"$JS.API.CONSUMER.CREATE." + cmds + "." + durable + ".>",
 		"$JS.API.CONSUMER.CREATE.KV_" + status + ".>", "$JS.API.CONSUMER.DELETE.KV_" + status + ".>",
 		"$JS.FC.KV_" + status + ".>",

@@ -113,6 +113,7 @@ func (e *env) connect(t testing.TB) jetstream.JetStream {
 type instance struct {
 	js      *flakyJS
 	pub     *publisher.Publisher
+	events  jetstream.Stream
 	tracker *publisher.StatusTracker
 }
 
@@ -127,7 +128,11 @@ func (e *env) instance(t testing.TB) *instance {
 	if err != nil {
 		t.Fatalf("opening the bucket: %v", err)
 	}
-	return &instance{js: js, pub: pub, tracker: pub.StatusTracker(kv)}
+	events, err := js.Stream(t.Context(), e.events.CachedInfo().Config.Name)
+	if err != nil {
+		t.Fatalf("opening the events stream: %v", err)
+	}
+	return &instance{js: js, pub: pub, events: events, tracker: pub.StatusTracker(kv, events)}
 }
 
 // Failure modes of flakyJS, standing for a process killed around a publish.

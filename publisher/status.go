@@ -138,8 +138,9 @@ type StatusData struct {
 // whole retention after a crash between the publish and the mark) is
 // published again.
 type StatusTracker struct {
-	p  *Publisher
-	kv jetstream.KeyValue
+	p      *Publisher
+	kv     jetstream.KeyValue
+	events jetstream.Stream // nil: pending events are not looked up
 	// copy is the local copy of the bucket kept by Follow; nil without.
 	copy atomic.Pointer[statusCopy]
 }
@@ -147,8 +148,15 @@ type StatusTracker struct {
 // StatusTracker returns a tracker keeping its records in kv, which the
 // caller provisions (one record per resource, no TTL; history 1 suffices).
 // With a nil kv, every call fails with [ErrInvalidConfig].
-func (p *Publisher) StatusTracker(kv jetstream.KeyValue) *StatusTracker {
-	return &StatusTracker{p: p, kv: kv}
+//
+// events is the stream that stores the events. The event of a record found
+// pending (its writer may have died after publishing it) is looked up there,
+// as the last message on its subject, before it is published again; that
+// takes one message get ($JS.API.STREAM.MSG.GET.<stream>). With nil events,
+// or when the get fails, the event is published again and the stream's
+// duplicate window alone keeps it from being stored twice.
+func (p *Publisher) StatusTracker(kv jetstream.KeyValue, events jetstream.Stream) *StatusTracker {
+	return &StatusTracker{p: p, kv: kv, events: events}
 }
 
 // statusRecord is the value of a resource's key in the status bucket.
@@ -398,8 +406,8 @@ func (t *StatusTracker) message(rec *statusRecord, rev uint64) (Message, error) 
 // a record that may have been published long ago (found pending), it first
 // checks whether the last message on the event's subject is that event, so
 // that it is not stored again once the duplicate window has passed; when
-// the check cannot be made (no permission, stream unreachable) it publishes
-// and relies on the duplicate window.
+// the check cannot be made (no events stream, no permission, stream
+// unreachable) it publishes and relies on the duplicate window.
 func (t *StatusTracker) publishRecorded(ctx context.Context, rec *statusRecord, rev uint64, lookup bool) error {
 	msg, err := t.message(rec, rev)
 	if err != nil {
@@ -414,15 +422,10 @@ func (t *StatusTracker) publishRecorded(ctx context.Context, rec *statusRecord, 
 
 // stored reports whether the last message on msg's subject is msg.
 func (t *StatusTracker) stored(ctx context.Context, msg Message) bool {
-	name, err := t.p.js.StreamNameBySubject(ctx, msg.Subject)
-	if err != nil {
+	if t.events == nil {
 		return false
 	}
-	s, err := t.p.js.Stream(ctx, name)
-	if err != nil {
-		return false
-	}
-	last, err := s.GetLastMsgForSubject(ctx, msg.Subject)
+	last, err := t.events.GetLastMsgForSubject(ctx, msg.Subject)
 	return err == nil && last.Header.Get(jetstream.MsgIDHeader) == msg.ID
 }
 

@@ -202,7 +202,7 @@ func TestObserveRejectsIncompleteObservations(t *testing.T) {
 			}
 		})
 	}
-	if _, err := in.pub.StatusTracker(nil).Observe(t.Context(), good); !errors.Is(err, publisher.ErrInvalidConfig) {
+	if _, err := in.pub.StatusTracker(nil, nil).Observe(t.Context(), good); !errors.Is(err, publisher.ErrInvalidConfig) {
 		t.Errorf("Observe without a bucket = %v, want ErrInvalidConfig", err)
 	}
 	// A record that is not ours is reported, never overwritten.

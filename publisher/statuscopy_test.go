@@ -34,7 +34,7 @@ func (e *env) follower(t *testing.T, ctx context.Context, entries int) (*instanc
 		t.Fatal(err)
 	}
 	counted := &countingKV{KeyValue: kv}
-	in.tracker = in.pub.StatusTracker(counted)
+	in.tracker = in.pub.StatusTracker(counted, in.events)
 	if err := in.tracker.Follow(ctx, 0); err != nil {
 		t.Fatalf("Follow: %v", err)
 	}
@@ -184,7 +184,7 @@ func TestFollowBounded(t *testing.T) {
 func TestFollowRefused(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
-	if err := in.pub.StatusTracker(nil).Follow(t.Context(), 0); !errors.Is(err, publisher.ErrInvalidConfig) {
+	if err := in.pub.StatusTracker(nil, nil).Follow(t.Context(), 0); !errors.Is(err, publisher.ErrInvalidConfig) {
 		t.Errorf("Follow without a bucket = %v", err)
 	}
 	if err := in.tracker.Follow(t.Context(), -1); !errors.Is(err, publisher.ErrInvalidConfig) {
