@@ -50,6 +50,10 @@ type Service struct {
 	// handoff passes the slot of a command about to finish to a puller
 	// waiting for one (see offerHandover).
 	handoff chan *handover
+	// idle passes a delivery to a worker waiting for its next one, and
+	// workers counts the worker goroutines, busy or idle (see dispatch).
+	idle    chan jetstream.Msg
+	workers sync.WaitGroup
 }
 
 // handover is the slot of a finishing command, promised to a puller: the
@@ -101,6 +105,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 	s.sem = make(chan struct{}, cfg.Concurrency)
 	s.parked = make(chan struct{}, cfg.Concurrency)
 	s.handoff = make(chan *handover)
+	s.idle = make(chan jetstream.Msg)
 	return s, nil
 }
 
@@ -113,8 +118,8 @@ func (s *Service) Ready() bool { return s.ready.Load() }
 
 // Run consumes commands until ctx ends, then stops pulling, lets in-flight
 // commands finish for up to Config.ShutdownTimeout, cancels the rest (they
-// are handed back for redelivery) and returns. It returns an error only when
-// consumption cannot start.
+// are handed back for redelivery) and returns once its workers have ended.
+// It returns an error only when consumption cannot start.
 func (s *Service) Run(ctx context.Context) error {
 	// Commands run under their own context: cancelling ctx starts the drain,
 	// and only the shutdown timeout cancels the commands themselves.
@@ -146,6 +151,8 @@ func (s *Service) Run(ctx context.Context) error {
 		cancelWork()
 		<-done
 	}
+	cancelWork() // the idle workers end with the work context
+	s.workers.Wait()
 	return nil
 }
 
@@ -245,24 +252,48 @@ func (s *Service) pullWith(ctx, workCtx context.Context, it jetstream.MessagesCo
 	}
 }
 
-// dispatch runs one delivery on a worker of its own; the worker frees its
-// slot when the delivery is settled.
+// dispatch hands one delivery to a worker: one waiting for its next
+// delivery if there is one, else a new one. Workers are kept rather than
+// started per delivery because a command needs a deep stack (signing, HTTP,
+// JetStream): a new goroutine grows its stack, copy by copy, for every
+// command, a kept one once. There are never more workers than twice the
+// most commands in flight at once (a worker that has just freed its slot
+// may miss the next delivery); they end with the work context.
 func (s *Service) dispatch(workCtx context.Context, msg jetstream.Msg) {
 	s.inflight.Add(1)
 	s.metrics.InFlight.Inc()
-	go func() {
-		var h *handover
-		defer func() {
-			s.metrics.InFlight.Dec()
-			if h != nil {
-				h.slot <- struct{}{} // to the puller it was promised to
-			} else {
-				s.releaseSlot()
-			}
-			s.inflight.Done()
-		}()
-		h = s.handle(workCtx, msg)
-	}()
+	select {
+	case s.idle <- msg:
+	default:
+		s.workers.Add(1)
+		go s.worker(workCtx, msg)
+	}
+}
+
+// worker works on msg, then on each delivery dispatch gives it, until the
+// work context ends.
+func (s *Service) worker(workCtx context.Context, msg jetstream.Msg) {
+	defer s.workers.Done()
+	for {
+		s.work(workCtx, msg)
+		select {
+		case msg = <-s.idle:
+		case <-workCtx.Done():
+			return
+		}
+	}
+}
+
+// work runs one delivery and frees its slot once it is settled.
+func (s *Service) work(workCtx context.Context, msg jetstream.Msg) {
+	h := s.handle(workCtx, msg)
+	s.metrics.InFlight.Dec()
+	if h != nil {
+		h.slot <- struct{}{} // to the puller it was promised to
+	} else {
+		s.releaseSlot()
+	}
+	s.inflight.Done()
 }
 
 // offerHandover promises the slot of d, which is finishing (its outcome

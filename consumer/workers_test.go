@@ -1,0 +1,59 @@
+package consumer_test
+
+import (
+	"fmt"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+// workerGoroutines counts the goroutines of this process that are service
+// workers, busy or idle.
+func workerGoroutines(t *testing.T) int {
+	t.Helper()
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 2); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "consumer.(*Service).worker(") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestWorkersReusedAndBounded: the goroutines that work on commands are
+// kept between commands, are never more than twice the concurrency (no
+// retry waits here), and none outlives Run.
+func TestWorkersReusedAndBounded(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true, Latency: 2 * time.Millisecond})
+	h.cfg.Concurrency = 4
+	if n := workerGoroutines(t); n != 0 {
+		t.Fatalf("%d workers before the service started", n)
+	}
+	in := h.start("a")
+	var ids []string
+	for i := range 200 {
+		id := fmt.Sprintf("w-%d", i)
+		h.send("validate-cancel", id, map[string]any{"sub_mchid": fmt.Sprintf("19%08d", i%20)})
+		ids = append(ids, id)
+	}
+	got := h.waitOutcomes(ids...)
+	for _, id := range ids {
+		if e := one(t, got, id); e.outcome() != "succeeded" {
+			t.Errorf("%s: %s", id, e.Raw)
+		}
+	}
+	if n := workerGoroutines(t); n == 0 || n > 2*h.cfg.Concurrency {
+		t.Errorf("%d workers after 200 commands at concurrency %d, want 1 to %d waiting for the next", n, h.cfg.Concurrency, 2*h.cfg.Concurrency)
+	}
+	in.stop(t)
+	if n := workerGoroutines(t); n != 0 {
+		t.Errorf("%d workers outlived Run", n)
+	}
+}
