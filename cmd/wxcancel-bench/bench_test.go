@@ -293,27 +293,51 @@ func TestParseWaits(t *testing.T) {
 	text := `# HELP wxcancel_jetstream_duration_seconds JetStream work a command waits for.
 # TYPE wxcancel_jetstream_duration_seconds histogram
 wxcancel_jetstream_duration_seconds_bucket{step="outcome_read",le="0.0005"} 3
+wxcancel_jetstream_duration_seconds_bucket{step="outcome_read",le="0.001"} 3
+wxcancel_jetstream_duration_seconds_bucket{step="outcome_read",le="0.0025"} 4
+wxcancel_jetstream_duration_seconds_bucket{step="outcome_read",le="+Inf"} 4
 wxcancel_jetstream_duration_seconds_sum{step="outcome_read"} 0.004
 wxcancel_jetstream_duration_seconds_count{step="outcome_read"} 4
+wxcancel_jetstream_duration_seconds_bucket{step="event_publish",le="0.0005"} 0
+wxcancel_jetstream_duration_seconds_bucket{step="event_publish",le="+Inf"} 1
+wxcancel_jetstream_duration_seconds_sum{step="event_publish"} 3
+wxcancel_jetstream_duration_seconds_count{step="event_publish"} 1
 wxcancel_jetstream_duration_seconds_sum{step="status"} 0
 wxcancel_jetstream_duration_seconds_count{step="status"} 0
+wxcancel_wxpay_request_duration_seconds_bucket{endpoint="validate-cancel",le="0.1"} 1
+wxcancel_wxpay_request_duration_seconds_bucket{endpoint="validate-cancel",le="0.25"} 2
+wxcancel_wxpay_request_duration_seconds_bucket{endpoint="validate-cancel",le="+Inf"} 2
 wxcancel_wxpay_request_duration_seconds_sum{endpoint="validate-cancel"} 0.3
 wxcancel_wxpay_request_duration_seconds_count{endpoint="validate-cancel"} 2
+wxcancel_wxpay_request_duration_seconds_bucket{endpoint="confirm-cancel",le="0.1"} 0
+wxcancel_wxpay_request_duration_seconds_bucket{endpoint="confirm-cancel",le="0.25"} 2
+wxcancel_wxpay_request_duration_seconds_bucket{endpoint="confirm-cancel",le="+Inf"} 2
 wxcancel_wxpay_request_duration_seconds_sum{endpoint="confirm-cancel"} 0.5
 wxcancel_wxpay_request_duration_seconds_count{endpoint="confirm-cancel"} 2
 wxcancel_commands_in_flight 3
 `
-	got := parseWaits(text)
-	want := map[string]float64{"outcome_read": 1, "wxpay_request": 200}
-	if len(got) != len(want) {
-		t.Fatalf("parseWaits = %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if d := got[k] - v; d > 1e-9 || d < -1e-9 {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
+	means, p99 := parseWaits(text)
+	for _, tt := range []struct {
+		name      string
+		got, want map[string]float64
+	}{
+		{"means", means, map[string]float64{"outcome_read": 1, "event_publish": 3000, "wxpay_request": 200}},
+		// The 4th of 4 reads is in the 2.5 ms bucket; the one publication
+		// lies beyond the last finite bound; the requests' buckets add up
+		// over the endpoints (1 of 4 by 100 ms, all by 250 ms).
+		{"p99", p99, map[string]float64{"outcome_read": 2.5, "wxpay_request": 250}},
+	} {
+		if len(tt.got) != len(tt.want) {
+			t.Errorf("%s = %v, want %v", tt.name, tt.got, tt.want)
+			continue
+		}
+		for k, v := range tt.want {
+			if d := tt.got[k] - v; d > 1e-9 || d < -1e-9 {
+				t.Errorf("%s: %s = %v, want %v", tt.name, k, tt.got[k], v)
+			}
 		}
 	}
-	if parseWaits("wxcancel_commands_in_flight 3\n") != nil {
+	if means, p99 := parseWaits("wxcancel_commands_in_flight 3\n"); means != nil || p99 != nil {
 		t.Error("waits found in a text without histograms")
 	}
 	if s := formatWaits(map[string]float64{"event_publish": 1, "zeta": 2, "outcome_read": 0.5}); s != "outcome_read 0.50, event_publish 1.00, zeta 2.00" {
@@ -369,6 +393,9 @@ func TestSmoke(t *testing.T) {
 		for _, step := range []string{"outcome_read", "wxpay_request", "status", "outcome_write", "event_publish"} {
 			if r.WaitMS[step] <= 0 {
 				t.Errorf("%s: no mean wait for %s in %v", spec.Name, step, r.WaitMS)
+			}
+			if r.WaitP99MS[step] <= 0 {
+				t.Errorf("%s: no p99 bound for %s in %v", spec.Name, step, r.WaitP99MS)
 			}
 		}
 		if spec.Faults != "" && r.Attempts != r.Commands+2 {

@@ -168,6 +168,9 @@ func (r *Results) printTable(w io.Writer) {
 		if len(run.WaitMS) > 0 {
 			fmt.Fprintf(w, "  mean waits (ms): %s\n", formatWaits(run.WaitMS))
 		}
+		if len(run.WaitP99MS) > 0 {
+			fmt.Fprintf(w, "  p99 waits at most (ms): %s\n", formatWaits(run.WaitP99MS))
+		}
 	}
 	fmt.Fprintln(w, "\ntargets:")
 	for _, t := range r.Targets {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -102,6 +104,10 @@ type Run struct {
 	// per JetStream step (wxcancel_jetstream_duration_seconds) and per
 	// WeChat Pay request (wxpay_request, signing included).
 	WaitMS map[string]float64 `json:"wait_ms,omitempty"`
+	// WaitP99MS bounds the 99th percentile of each of those waits from
+	// above: the upper bound of the histogram bucket it falls in (absent
+	// beyond the last finite bound).
+	WaitP99MS map[string]float64 `json:"wait_p99_ms,omitempty"`
 
 	PeakRSSMB float64        `json:"peak_rss_mb"`
 	Outcomes  map[string]int `json:"outcomes"`
@@ -319,7 +325,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	mach1, _, _ := machineCPU()
 	wall := time.Since(wall0)
 	hwm, _ := procHWM(svc.pid())
-	res.WaitMS = scrapeWaits(opsAddr)
+	res.WaitMS, res.WaitP99MS = scrapeWaits(opsAddr)
 	floorAfter, ferr := b.meter.measure(b.floorSigns, 1)
 	if err == nil {
 		err = ferr
@@ -605,34 +611,39 @@ var waitHistograms = []struct{ metric, label, key string }{
 	{"wxcancel_wxpay_request_duration_seconds", "endpoint", "wxpay_request"},
 }
 
-// scrapeWaits reads the mean of every wait histogram from the service's
-// /metrics, in milliseconds; nil when it cannot be read.
-func scrapeWaits(addr string) map[string]float64 {
+// scrapeWaits reads every wait histogram from the service's /metrics: the
+// mean and the 99th percentile bound of each, in milliseconds; nil when it
+// cannot be read.
+func scrapeWaits(addr string) (means, p99 map[string]float64) {
 	client := &http.Client{Timeout: 2 * time.Second}
 	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return parseWaits(string(body))
 }
 
-// parseWaits computes scrapeWaits' means from a Prometheus text exposition.
-func parseWaits(text string) map[string]float64 {
-	sums, counts := map[string]float64{}, map[string]float64{}
+// waitHistogram is one wait of waitHistograms, summed over its label values.
+type waitHistogram struct {
+	sum, count float64
+	buckets    map[float64]float64 // upper bound (s) → cumulative count
+}
+
+// parseWaits computes scrapeWaits' figures from a Prometheus text
+// exposition. The 99th percentile is bounded from above by its bucket's
+// upper bound; it is left out when it lies beyond the last finite bound.
+func parseWaits(text string) (means, p99 map[string]float64) {
+	hists := map[string]*waitHistogram{}
 	for line := range strings.SplitSeq(text, "\n") {
 		for _, h := range waitHistograms {
 			rest, ok := strings.CutPrefix(line, h.metric)
 			if !ok {
 				continue
 			}
-			into := sums
-			if r, ok := strings.CutPrefix(rest, "_sum{"); ok {
-				rest = r
-			} else if r, ok := strings.CutPrefix(rest, "_count{"); ok {
-				rest, into = r, counts
-			} else {
+			kind, rest, ok := strings.Cut(rest, "{")
+			if !ok || (kind != "_sum" && kind != "_count" && kind != "_bucket") {
 				continue
 			}
 			labels, value, ok := strings.Cut(rest, "} ")
@@ -647,21 +658,54 @@ func parseWaits(text string) map[string]float64 {
 				}
 				key, _, _ = strings.Cut(v, `"`)
 			}
-			if f, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
-				into[key] += f
+			f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			if err != nil {
+				continue
+			}
+			w := hists[key]
+			if w == nil {
+				w = &waitHistogram{buckets: map[float64]float64{}}
+				hists[key] = w
+			}
+			switch kind {
+			case "_sum":
+				w.sum += f
+			case "_count":
+				w.count += f
+			case "_bucket":
+				_, le, ok := strings.Cut(labels, `le="`)
+				if !ok {
+					continue
+				}
+				le, _, _ = strings.Cut(le, `"`)
+				if bound, err := strconv.ParseFloat(le, 64); err == nil {
+					w.buckets[bound] += f
+				}
 			}
 		}
 	}
-	out := map[string]float64{}
-	for k, n := range counts {
-		if n > 0 {
-			out[k] = sums[k] / n * 1000
+	means, p99 = map[string]float64{}, map[string]float64{}
+	for k, w := range hists {
+		if w.count == 0 {
+			continue
+		}
+		means[k] = w.sum / w.count * 1000
+		for _, bound := range slices.Sorted(maps.Keys(w.buckets)) {
+			if w.buckets[bound] >= 0.99*w.count {
+				if !math.IsInf(bound, 1) {
+					p99[k] = bound * 1000
+				}
+				break
+			}
 		}
 	}
-	if len(out) == 0 {
-		return nil
+	if len(means) == 0 {
+		return nil, nil
 	}
-	return out
+	if len(p99) == 0 {
+		p99 = nil
+	}
+	return means, p99
 }
 
 // drain returns the lines waiting in ch.
