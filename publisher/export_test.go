@@ -1,5 +1,7 @@
 package publisher
 
+import "context"
+
 // CopiedRevision is the revision of the record of resource/key in t's copy
 // of its bucket (see Follow), 0 when the copy has none it trusts.
 func CopiedRevision(t *StatusTracker, resource, key string) uint64 {
@@ -19,4 +21,14 @@ func CopiedRecords(t *StatusTracker) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.recs)
+}
+
+// TakeTurn holds the turn of resource/key in t, as an observation of it
+// does, until done is called.
+func TakeTurn(t *StatusTracker, resource, key string) (done func()) {
+	done, err := t.turns.take(context.Background(), resource+"."+EncodeToken(key))
+	if err != nil {
+		panic(err) // a background context does not end
+	}
+	return done
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -133,6 +134,12 @@ type StatusData struct {
 // With [StatusTracker.Follow], an observation that the local copy of the
 // bucket shows to change nothing returns at once, without the read.
 //
+// Observations of one resource through one tracker take turns (but for that
+// shortcut): commands of one instance that see a resource at once do not
+// race each other through the compare-and-set, each loser paying another
+// read and write; the ones that waited usually find their state recorded.
+// Across instances the compare-and-set decides, as above.
+//
 // Left open by design: an event that aged out of the events stream while its
 // record stayed unpublished (no observation of the resource for the stream's
 // whole retention after a crash between the publish and the mark) is
@@ -143,6 +150,43 @@ type StatusTracker struct {
 	events jetstream.Stream // nil: pending events are not looked up
 	// copy is the local copy of the bucket kept by Follow; nil without.
 	copy atomic.Pointer[statusCopy]
+	// turns has the observations of a resource take turns.
+	turns keyTurns
+}
+
+// keyTurns lets one caller at a time hold a key.
+type keyTurns struct {
+	mu   sync.Mutex
+	busy map[string]chan struct{} // closed when the key's holder lets go
+}
+
+// take waits until no one holds key, then holds it until done is called.
+// It fails only when ctx ends first.
+func (k *keyTurns) take(ctx context.Context, key string) (done func(), err error) {
+	for {
+		k.mu.Lock()
+		released, held := k.busy[key]
+		if !held {
+			if k.busy == nil {
+				k.busy = map[string]chan struct{}{}
+			}
+			released = make(chan struct{})
+			k.busy[key] = released
+			k.mu.Unlock()
+			return func() {
+				k.mu.Lock()
+				delete(k.busy, key)
+				k.mu.Unlock()
+				close(released)
+			}, nil
+		}
+		k.mu.Unlock()
+		select {
+		case <-released:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
 }
 
 // StatusTracker returns a tracker keeping its records in kv, which the
@@ -204,7 +248,15 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 		return false, err
 	}
 	key := ob.Resource + "." + EncodeToken(ob.Key)
-	if rec, ok := t.copy.Load().lookup(key); ok && rec.published && ob.addsNothing(rec.state, rec.modifiedAt, rec.subMchid) {
+	if t.copied(key, ob) {
+		return false, nil
+	}
+	done, err := t.turns.take(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("publisher: waiting for another observation of %s/%s: %w", ob.Resource, ob.Key, err)
+	}
+	defer done()
+	if t.copied(key, ob) { // the observation waited for recorded it
 		return false, nil
 	}
 	for range maxRounds {
@@ -262,6 +314,13 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 		return true, nil
 	}
 	return false, fmt.Errorf("%w: %s/%s after %d attempts", ErrContention, ob.Resource, ob.Key, maxRounds)
+}
+
+// copied reports whether the local copy shows that ob changes nothing in
+// the published record of key.
+func (t *StatusTracker) copied(key string, ob Observation) bool {
+	rec, ok := t.copy.Load().lookup(key)
+	return ok && rec.published && ob.addsNothing(rec.state, rec.modifiedAt, rec.subMchid)
 }
 
 // PublishPending publishes every recorded change whose event is not known

@@ -1,6 +1,7 @@
 package publisher_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -274,6 +275,78 @@ func concurrentInstances(t *testing.T, follow bool) {
 		if d.State != round.state || d.PreviousState != round.prev {
 			t.Errorf("round %d: event %s after %q, want %s after %q", r, d.State, d.PreviousState, round.state, round.prev)
 		}
+	}
+}
+
+// TestStatusObservationsTakeTurns: commands of one instance that see a new
+// resource at once do not race each other to record it: one creates the
+// record, and the others find it (in the bucket, or in the copy when
+// following) instead of losing a compare-and-set.
+func TestStatusObservationsTakeTurns(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) {
+			e := newEnv(t, 0)
+			in := e.instance(t)
+			kv, err := in.js.KeyValue(t.Context(), testBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counted := &countingKV{KeyValue: kv}
+			in.tracker = in.pub.StatusTracker(counted, in.events)
+			if follow {
+				if err := in.tracker.Follow(t.Context(), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const key, observers = "2000000003", 12
+			var wg sync.WaitGroup
+			var changed atomic.Int32
+			for i := range observers {
+				ob := withdrawal(key, "WAITING_MERCHANT_CONFIRM", t0, fmt.Sprintf("c%d", i))
+				wg.Go(func() {
+					ch, err := in.tracker.Observe(t.Context(), ob)
+					if err != nil {
+						t.Errorf("Observe: %v", err)
+					}
+					if ch {
+						changed.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if n := changed.Load(); n != 1 {
+				t.Errorf("%d observers recorded the change, want 1", n)
+			}
+			if n := counted.creates.Load(); n != 1 {
+				t.Errorf("%d attempts to create the record, want 1", n)
+			}
+			if n := len(e.stored(t, "wxt.evt.status.cancel-withdraw."+key)); n != 1 {
+				t.Errorf("%d events stored, want 1", n)
+			}
+		})
+	}
+}
+
+// TestStatusTurnWaitEndsWithContext: an observation waiting for its turn
+// gives up when its context ends, having written nothing, and goes through
+// once the turn is free.
+func TestStatusTurnWaitEndsWithContext(t *testing.T) {
+	e := newEnv(t, 0)
+	in := e.instance(t)
+	const key = "2000000004"
+	done := publisher.TakeTurn(in.tracker, publisher.ResourceCancelWithdraw, key)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	ob := withdrawal(key, "WAITING_MERCHANT_CONFIRM", t0, "c1")
+	if _, err := in.tracker.Observe(ctx, ob); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Observe while the turn is taken = %v, want the context's end", err)
+	}
+	if _, err := e.kv.Get(t.Context(), publisher.ResourceCancelWithdraw+"."+key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the record was written while the observation waited: %v", err)
+	}
+	done()
+	if changed, err := in.tracker.Observe(t.Context(), ob); err != nil || !changed {
+		t.Fatalf("Observe after the turn was freed = %v, %v", changed, err)
 	}
 }
 

@@ -13,15 +13,21 @@ import (
 	"github.com/wxcancel/wxcancel/publisher"
 )
 
-// countingKV is the real bucket, counting the reads made through it.
+// countingKV is the real bucket, counting the reads and the creations made
+// through it.
 type countingKV struct {
 	jetstream.KeyValue
-	gets atomic.Int32
+	gets, creates atomic.Int32
 }
 
 func (k *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	k.gets.Add(1)
 	return k.KeyValue.Get(ctx, key)
+}
+
+func (k *countingKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	k.creates.Add(1)
+	return k.KeyValue.Create(ctx, key, value, opts...)
 }
 
 // follower is an instance whose tracker follows the bucket (until ctx ends)
