@@ -245,27 +245,15 @@ func concurrentInstances(t *testing.T, follow bool) {
 		{"CANCELED", "SYSTEM_PROCESSING"},
 	}
 	for r, round := range rounds {
-		var wg sync.WaitGroup
-		var changed atomic.Int32
-		for i := range workers {
+		changed := observeAtOnce(t, workers, func(i int) (*publisher.StatusTracker, publisher.Observation) {
 			tr := a.tracker
 			if i%2 == 1 {
 				tr = b.tracker
 			}
-			ob := withdrawal(key, round.state, t0.Add(time.Duration(r)*time.Hour), fmt.Sprintf("c%d-%d", r, i))
-			wg.Go(func() {
-				ch, err := tr.Observe(t.Context(), ob)
-				if err != nil {
-					t.Errorf("Observe: %v", err)
-				}
-				if ch {
-					changed.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if n := changed.Load(); n != 1 {
-			t.Errorf("round %d: %d observers recorded the change, want 1", r, n)
+			return tr, withdrawal(key, round.state, t0.Add(time.Duration(r)*time.Hour), fmt.Sprintf("c%d-%d", r, i))
+		})
+		if changed != 1 {
+			t.Errorf("round %d: %d observers recorded the change, want 1", r, changed)
 		}
 		got := e.stored(t, subject)
 		if len(got) != r+1 {
@@ -286,36 +274,18 @@ func TestStatusObservationsTakeTurns(t *testing.T) {
 	for _, follow := range []bool{false, true} {
 		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) {
 			e := newEnv(t, 0)
-			in := e.instance(t)
-			kv, err := in.js.KeyValue(t.Context(), testBucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			counted := &countingKV{KeyValue: kv}
-			in.tracker = in.pub.StatusTracker(counted, in.events)
+			in, counted := e.counted(t)
 			if follow {
 				if err := in.tracker.Follow(t.Context(), 0); err != nil {
 					t.Fatal(err)
 				}
 			}
 			const key, observers = "2000000003", 12
-			var wg sync.WaitGroup
-			var changed atomic.Int32
-			for i := range observers {
-				ob := withdrawal(key, "WAITING_MERCHANT_CONFIRM", t0, fmt.Sprintf("c%d", i))
-				wg.Go(func() {
-					ch, err := in.tracker.Observe(t.Context(), ob)
-					if err != nil {
-						t.Errorf("Observe: %v", err)
-					}
-					if ch {
-						changed.Add(1)
-					}
-				})
-			}
-			wg.Wait()
-			if n := changed.Load(); n != 1 {
-				t.Errorf("%d observers recorded the change, want 1", n)
+			changed := observeAtOnce(t, observers, func(i int) (*publisher.StatusTracker, publisher.Observation) {
+				return in.tracker, withdrawal(key, "WAITING_MERCHANT_CONFIRM", t0, fmt.Sprintf("c%d", i))
+			})
+			if changed != 1 {
+				t.Errorf("%d observers recorded the change, want 1", changed)
 			}
 			if n := counted.creates.Load(); n != 1 {
 				t.Errorf("%d attempts to create the record, want 1", n)
@@ -325,6 +295,28 @@ func TestStatusObservationsTakeTurns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// observeAtOnce makes n observations at once, observation i through the
+// tracker that pick(i) returns, and counts those that recorded a change.
+func observeAtOnce(t *testing.T, n int, pick func(i int) (*publisher.StatusTracker, publisher.Observation)) int32 {
+	t.Helper()
+	var wg sync.WaitGroup
+	var changed atomic.Int32
+	for i := range n {
+		tr, ob := pick(i)
+		wg.Go(func() {
+			ch, err := tr.Observe(t.Context(), ob)
+			if err != nil {
+				t.Errorf("Observe: %v", err)
+			}
+			if ch {
+				changed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return changed.Load()
 }
 
 // TestStatusTurnWaitEndsWithContext: an observation waiting for its turn

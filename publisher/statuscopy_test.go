@@ -34,6 +34,16 @@ func (k *countingKV) Create(ctx context.Context, key string, value []byte, opts 
 // and counts its reads.
 func (e *env) follower(t *testing.T, ctx context.Context, entries int) (*instance, *countingKV) {
 	t.Helper()
+	in, counted := e.counted(t)
+	if err := in.tracker.Follow(ctx, 0); err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	return in, counted
+}
+
+// counted is an instance whose tracker counts its reads and creations.
+func (e *env) counted(t *testing.T) (*instance, *countingKV) {
+	t.Helper()
 	in := e.instance(t)
 	kv, err := in.js.KeyValue(t.Context(), testBucket)
 	if err != nil {
@@ -41,9 +51,6 @@ func (e *env) follower(t *testing.T, ctx context.Context, entries int) (*instanc
 	}
 	counted := &countingKV{KeyValue: kv}
 	in.tracker = in.pub.StatusTracker(counted, in.events)
-	if err := in.tracker.Follow(ctx, 0); err != nil {
-		t.Fatalf("Follow: %v", err)
-	}
 	return in, counted
 }
 
