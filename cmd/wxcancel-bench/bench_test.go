@@ -304,6 +304,7 @@ wxcancel_jetstream_duration_seconds_sum{step="event_publish"} 3
 wxcancel_jetstream_duration_seconds_count{step="event_publish"} 1
 wxcancel_jetstream_duration_seconds_sum{step="status"} 0
 wxcancel_jetstream_duration_seconds_count{step="status"} 0
+# TYPE wxcancel_wxpay_request_duration_seconds histogram
 wxcancel_wxpay_request_duration_seconds_bucket{endpoint="validate-cancel",le="0.1"} 1
 wxcancel_wxpay_request_duration_seconds_bucket{endpoint="validate-cancel",le="0.25"} 2
 wxcancel_wxpay_request_duration_seconds_bucket{endpoint="validate-cancel",le="+Inf"} 2
@@ -314,6 +315,7 @@ wxcancel_wxpay_request_duration_seconds_bucket{endpoint="confirm-cancel",le="0.2
 wxcancel_wxpay_request_duration_seconds_bucket{endpoint="confirm-cancel",le="+Inf"} 2
 wxcancel_wxpay_request_duration_seconds_sum{endpoint="confirm-cancel"} 0.5
 wxcancel_wxpay_request_duration_seconds_count{endpoint="confirm-cancel"} 2
+# TYPE wxcancel_commands_in_flight gauge
 wxcancel_commands_in_flight 3
 `
 	means, p99 := parseWaits(text)

@@ -20,6 +20,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/wxcancel/wxcancel/consumer"
 )
@@ -625,62 +628,49 @@ func scrapeWaits(addr string) (means, p99 map[string]float64) {
 	return parseWaits(string(body))
 }
 
-// waitHistogram is one wait of waitHistograms, summed over its label values.
-type waitHistogram struct {
-	sum, count float64
-	buckets    map[float64]float64 // upper bound (s) → cumulative count
-}
-
 // parseWaits computes scrapeWaits' figures from a Prometheus text
-// exposition. The 99th percentile is bounded from above by its bucket's
-// upper bound; it is left out when it lies beyond the last finite bound.
+// exposition, each histogram summed over its label values (or over the
+// values of the label that names it). The 99th percentile is bounded from
+// above by its bucket's upper bound; it is left out when it lies beyond
+// the last finite bound.
 func parseWaits(text string) (means, p99 map[string]float64) {
-	hists := map[string]*waitHistogram{}
-	for line := range strings.SplitSeq(text, "\n") {
-		for _, h := range waitHistograms {
-			rest, ok := strings.CutPrefix(line, h.metric)
-			if !ok {
-				continue
-			}
-			kind, rest, ok := strings.Cut(rest, "{")
-			if !ok || (kind != "_sum" && kind != "_count" && kind != "_bucket") {
-				continue
-			}
-			labels, value, ok := strings.Cut(rest, "} ")
-			if !ok {
-				continue
-			}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		return nil, nil
+	}
+	type histogram struct {
+		sum, count float64
+		buckets    map[float64]float64 // upper bound (s) → cumulative count
+	}
+	hists := map[string]*histogram{}
+	for _, h := range waitHistograms {
+		f := families[h.metric]
+		if f.GetType() != dto.MetricType_HISTOGRAM {
+			continue
+		}
+		for _, m := range f.GetMetric() {
 			key := h.key
 			if key == "" {
-				v, ok := strings.CutPrefix(labels, h.label+`="`)
-				if !ok {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == h.label {
+						key = l.GetValue()
+					}
+				}
+				if key == "" {
 					continue
 				}
-				key, _, _ = strings.Cut(v, `"`)
-			}
-			f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-			if err != nil {
-				continue
 			}
 			w := hists[key]
 			if w == nil {
-				w = &waitHistogram{buckets: map[float64]float64{}}
+				w = &histogram{buckets: map[float64]float64{}}
 				hists[key] = w
 			}
-			switch kind {
-			case "_sum":
-				w.sum += f
-			case "_count":
-				w.count += f
-			case "_bucket":
-				_, le, ok := strings.Cut(labels, `le="`)
-				if !ok {
-					continue
-				}
-				le, _, _ = strings.Cut(le, `"`)
-				if bound, err := strconv.ParseFloat(le, 64); err == nil {
-					w.buckets[bound] += f
-				}
+			mh := m.GetHistogram()
+			w.sum += mh.GetSampleSum()
+			w.count += float64(mh.GetSampleCount())
+			for _, b := range mh.GetBucket() {
+				w.buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
 			}
 		}
 	}
