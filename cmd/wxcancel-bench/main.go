@@ -262,7 +262,7 @@ func benchmark(ctx context.Context, o options, progress io.Writer) (*Results, er
 		concBound := float64(c) / o.latency.Seconds()
 		n := max(int(min(cpuBound, concBound)*o.runSeconds), 500)
 		do(runSpec{Name: name, Commands: n, Concurrency: c, Latency: o.latency, ConcBound: concBound,
-			CPUBound: cpuBound, CPUBoundFloor: cpuBoundFloor, Profile: o.profileDir != "" && c == 256})
+			CPUBound: cpuBound, CPUBoundFloor: cpuBoundFloor, Profile: o.profileDir != ""})
 	}
 	if want[runOpen] {
 		rate := cpuBound / 2
