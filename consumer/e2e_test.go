@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/publisher"
@@ -443,6 +444,50 @@ func TestDuplicateCommandID(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "outcome already recorded") {
 		t.Error("the re-sent command was not answered from its record")
+	}
+}
+
+// TestRedeliveryRepublishes: the outcome record is written as published
+// before the event is; when the event's publication then fails, the command
+// is redelivered, and the redelivery publishes the recorded event although
+// the record says it is published — without calling WeChat Pay again.
+func TestRedeliveryRepublishes(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	h.start("a")
+	body := map[string]any{"sub_mchid": subMchid}
+	h.send("validate-cancel", "first", body) // records the merchant's status
+	h.waitOutcomes("first")
+
+	// The events stream is full and refuses new events; the next command
+	// changes no status, so only its outcome event is refused.
+	s, err := h.js.Stream(t.Context(), "WXPAY_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := info.Config
+	full := open
+	full.MaxMsgs, full.Discard = int64(info.State.Msgs), jetstream.DiscardNew
+	if _, err := h.js.UpdateStream(t.Context(), full); err != nil {
+		t.Fatal(err)
+	}
+	h.send("validate-cancel", "refused", body)
+	h.eventually("the outcome to be recorded and its event refused", func() bool {
+		_, ok, _ := consumer.RecordedOutcome(t.Context(), h.js, consumer.NewTopology(h.cfg), "refused")
+		return ok && strings.Contains(h.logs.String(), "JetStream operation failed")
+	})
+	if got := h.outcomes(); len(got["refused"]) != 0 {
+		t.Fatal("the event was stored by a full stream; the test would prove nothing")
+	}
+	if _, err := h.js.UpdateStream(t.Context(), open); err != nil {
+		t.Fatal(err)
+	}
+	one(t, h.waitOutcomes("refused"), "refused")
+	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 2 {
+		t.Errorf("WeChat Pay saw %d requests for two commands", n)
 	}
 }
 

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/publisher"
@@ -31,9 +29,15 @@ type record struct {
 	// DeadLettered: a copy went to the dead-letter stream; the command is
 	// terminated rather than acknowledged.
 	DeadLettered bool `json:"dead_lettered,omitempty"`
-	// Published: JetStream acknowledged the event. (Written without waiting
-	// for an answer, see records.markPublished: a record whose flag was lost
-	// only has its event republished with the same id.)
+	// Published: the event is stored, or the delivery that recorded the
+	// outcome has not been settled yet. The delivery that concludes a
+	// command writes it with the outcome, before it publishes the event, and
+	// acknowledges only once JetStream has stored the event; whatever stops
+	// it in between (a crash, a failed publish) leaves the command to a
+	// redelivery, and a redelivery always republishes (see mustPublish).
+	// A new message with the same id (sent again past the commands stream's
+	// duplicate window) trusts the flag, so its outcome event is not stored
+	// twice. Records written without it are republished by every delivery.
 	Published bool `json:"published,omitempty"`
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
@@ -117,28 +121,6 @@ func (l *recordRead) gate(ctx context.Context) error {
 		return errRecordForbids
 	}
 	return nil
-}
-
-// markPublished writes rec, whose Published flag was just set, if the
-// stored revision is still rev, without waiting for JetStream's answer: a
-// plain publish to the bucket's subject with the expected-revision header
-// instead of a request, which would cost every command one more round trip.
-// The flag spares a re-sent id past the events stream's duplicate window a
-// second outcome event. The write goes out on the connection ahead of the
-// command's acknowledgement, so a failure that loses it (the connection or
-// the server) loses the acknowledgement too: the command is redelivered
-// within the ack wait, well inside that window, where its republished event
-// is dropped as a duplicate and the flag written again. It returns an error
-// only when the message cannot be sent at all.
-func (r records) markPublished(nc *nats.Conn, key string, rec *record, rev uint64) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	m := nats.NewMsg("$KV." + r.kv.Bucket() + "." + key)
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
-	m.Data = b
-	return nc.PublishMsg(m)
 }
 
 // put writes rec if the stored revision is still rev (0: absent) and returns

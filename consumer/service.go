@@ -557,7 +557,7 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 	}
 	if rec.done() {
 		d.log.Info("outcome already recorded; not executing again", "outcome", rec.Outcome)
-		return s.finish(ctx, d, rec, rev)
+		return s.finish(ctx, d, rec, mustPublish(d, rec))
 	}
 	if rec == nil {
 		rec = &record{}
@@ -636,8 +636,9 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		return s.infraRetry(d, err)
 	}
 	rec.Outcome, rec.Event, rec.LastError = ex.outcome, &msg, nil
+	rec.Published = true // by this delivery, before it is settled
 	start := time.Now()
-	nrev, err := s.records.put(ctx, d.key, rec, rev)
+	_, err = s.records.put(ctx, d.key, rec, rev)
 	s.metrics.since(stepOutcomeWrite, start)
 	if err != nil {
 		if errors.Is(err, errRecordConflict) {
@@ -647,26 +648,37 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 	}
 	s.metrics.Commands.WithLabelValues(metricType(d.ctype), string(ex.outcome)).Inc()
 	logOutcome(d, ex, rec.Attempts)
-	return s.finish(ctx, d, rec, nrev)
+	return s.finish(ctx, d, rec, true)
 }
 
 // conflict handles a record written concurrently by another delivery of the
 // same id: whatever it recorded wins; without an outcome, try again later.
 func (s *Service) conflict(ctx context.Context, d *delivery) action {
-	rec, rev, err := s.records.get(ctx, d.key)
+	rec, _, err := s.records.get(ctx, d.key)
 	if err != nil {
 		return s.infraRetry(d, err)
 	}
 	if rec.done() {
-		return s.finish(ctx, d, rec, rev)
+		return s.finish(ctx, d, rec, mustPublish(d, rec))
 	}
 	return action{kind: ackRetry, delay: time.Second, reason: "another delivery of the same command id is in progress"}
 }
 
-// finish publishes the recorded event unless JetStream already has it, marks
-// it published, and settles: Ack, or Term for a dead-lettered command.
-func (s *Service) finish(ctx context.Context, d *delivery, rec *record, rev uint64) action {
-	if !rec.Published {
+// mustPublish reports whether d, finding the outcome of its command
+// recorded, must publish the recorded event again: when the record does not
+// say it is published, and on every redelivery, which may follow a delivery
+// that recorded the outcome and stopped before JetStream stored the event
+// (Published is written ahead of the event). A republish inside the events
+// stream's duplicate window is dropped as a duplicate; a redelivery comes
+// within the ack wait, well inside it.
+func mustPublish(d *delivery, rec *record) bool {
+	return !rec.Published || d.number > 1
+}
+
+// finish publishes the recorded event when publish is set, then settles:
+// Ack, or Term for a dead-lettered command.
+func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish bool) action {
+	if publish {
 		start := time.Now()
 		err := s.pub.Publish(ctx, *rec.Event)
 		s.metrics.since(stepEventPublish, start)
@@ -674,12 +686,6 @@ func (s *Service) finish(ctx context.Context, d *delivery, rec *record, rev uint
 			return s.infraRetry(d, err)
 		}
 		s.offerHandover(d)
-		rec.Published = true
-		if err := s.records.markPublished(s.js.Conn(), d.key, rec, rev); err != nil {
-			// The event is stored; a redelivery republishes it with the same
-			// id, which JetStream drops as a duplicate.
-			d.log.Warn("marking the outcome published failed", "err", err)
-		}
 	}
 	if rec.DeadLettered {
 		return action{kind: ackTerm, reason: "dead-lettered after " + strconv.FormatUint(d.number, 10) + " deliveries"}
