@@ -194,6 +194,29 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+// TestEvaluateFaultsOnSlowerMachine: the system-error run is judged against
+// the peak rate scaled by the floors priced during the two runs, as the
+// latency runs' CPU bound is: a machine 25% slower during the faults run
+// is not a stall.
+func TestEvaluateFaultsOnSlowerMachine(t *testing.T) {
+	r := sampleResults()
+	r.run(runPeak).FloorPerRequestMS = 0.9
+	f := r.run(runFaults)
+	f.Rate95 = 1100 // < 0.9 × 1500 × 1000/1111
+	for _, tc := range []struct {
+		floor float64
+		met   bool
+	}{{1.125, true}, {0.9, false}} {
+		f.FloorPerRequestMS = tc.floor
+		r.evaluate()
+		for _, tg := range r.Targets {
+			if tg.Run == runFaults && tg.Met != tc.met {
+				t.Errorf("faults run's floor %.3f ms: met = %v (%.3f), want %v", tc.floor, tg.Met, tg.Got, tc.met)
+			}
+		}
+	}
+}
+
 func TestTableAndJSON(t *testing.T) {
 	r := sampleResults()
 	var buf bytes.Buffer
