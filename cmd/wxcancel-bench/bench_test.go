@@ -104,6 +104,29 @@ func TestCollector(t *testing.T) {
 	}
 }
 
+// TestCollectorAfterFirstSecond: the outcomes counted after a run's first
+// second stop at the 95% point, as the 95% rate does.
+func TestCollectorAfterFirstSecond(t *testing.T) {
+	c := newCollector("r", "wxpay", 20)
+	t0 := time.Unix(1000, 0)
+	for i := range 20 {
+		c.sent(i, t0)
+		got := t0.Add(500 * time.Millisecond) // four in the first second
+		if i >= 4 {
+			got = t0.Add(time.Second + time.Duration(i)*100*time.Millisecond)
+		}
+		b, _ := json.Marshal(map[string]any{"subject": commandID("r", i), "data": map[string]any{"attempts": 1}})
+		c.event("wxpay.evt.validate-cancel.succeeded", b, got)
+	}
+	s := c.summarize(0)
+	if want := t0.Add(time.Second + 18*100*time.Millisecond); !s.last95.Equal(want) {
+		t.Errorf("95%% point %v, want %v", s.last95.Sub(t0), want.Sub(t0))
+	}
+	if s.warm != 15 { // outcomes 4..18
+		t.Errorf("%d outcomes after the first second up to the 95%% point, want 15", s.warm)
+	}
+}
+
 func TestPercentile(t *testing.T) {
 	var ds []time.Duration
 	for i := 100; i >= 1; i-- {
@@ -156,7 +179,7 @@ func sampleResults() *Results {
 	r.Runs = []Run{
 		{Name: runPeak, Mode: "closed", Concurrency: 64, Commands: 1000, Rate: 1500, Rate95: 1500, CPUPerCommandMS: 1.0,
 			FloorPerCommandMS: 0.86, Efficiency: 0.86, Attempts: 1000, PeakRSSMB: 40, AllOK: true, Outcomes: map[string]int{"succeeded": 1000}},
-		{Name: runLat64, Mode: "closed", Concurrency: 64, LatencyMS: 100, Commands: 500, Rate: 600, Bound: 640, BoundRatio: 600.0 / 640,
+		{Name: runLat64, Mode: "closed", Concurrency: 64, LatencyMS: 100, Commands: 500, Rate: 600, Rate95: 605, RateWarm: 620, Bound: 640, BoundRatio: 600.0 / 640,
 			Attempts: 500, AllOK: true, Outcomes: map[string]int{"succeeded": 500}},
 		{Name: runLat256, Mode: "closed", Concurrency: 256, LatencyMS: 100, Commands: 500, Rate: 1300, Bound: 1500, BoundRatio: 1300.0 / 1500,
 			Attempts: 500, PeakRSSMB: 160, AllOK: true, Outcomes: map[string]int{"succeeded": 500}},
@@ -223,7 +246,8 @@ func TestTableAndJSON(t *testing.T) {
 	r.printTable(&buf)
 	out := buf.String()
 	for _, want := range []string{"floor: RSA-2048 sign 0.830 ms + verify 0.030 ms", "open-half-peak @750/s", "[MISS]", "[MET ]",
-		"failed:SYSTEM_ERROR=1", "succeeded=999 failed:SYSTEM_ERROR=1", "system-error [system_error:rate=0.1]"} {
+		"failed:SYSTEM_ERROR=1", "succeeded=999 failed:SYSTEM_ERROR=1", "system-error [system_error:rate=0.1]",
+		"(first 95% of outcomes at 605/s; after the first second 620/s, 0.969 of the bound)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

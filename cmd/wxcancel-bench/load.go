@@ -166,6 +166,7 @@ type summary struct {
 	multiAttempt        int
 	first, last         time.Time // first send, last outcome
 	last95              time.Time // when 95% of the commands had their outcome
+	warm                int       // outcomes after the first second up to last95
 	latencies           []time.Duration
 	retriedLatencies    []time.Duration // of commands that needed more than one attempt
 	dups, status, bad   int
@@ -212,6 +213,11 @@ func (c *collector) summarize(skip int) summary {
 	if k := len(c.gotAt) * 95 / 100; k > 0 && len(got) >= k {
 		slices.SortFunc(got, func(a, b time.Time) int { return a.Compare(b) })
 		s.last95 = got[k-1]
+		for _, t := range got[:k] {
+			if t.Sub(s.first) > time.Second {
+				s.warm++
+			}
+		}
 	}
 	return s
 }

@@ -166,7 +166,14 @@ func (r *Results) printTable(w io.Writer) {
 			fmt.Fprintf(w, "  (retried commands %d)", run.RetriedCommands)
 		}
 		if run.Mode == "closed" && run.Rate95 > 0 {
-			fmt.Fprintf(w, "  (first 95%% of outcomes at %.0f/s)", run.Rate95)
+			fmt.Fprintf(w, "  (first 95%% of outcomes at %.0f/s", run.Rate95)
+			if run.RateWarm > 0 {
+				fmt.Fprintf(w, "; after the first second %.0f/s", run.RateWarm)
+				if run.Bound > 0 {
+					fmt.Fprintf(w, ", %.3f of the bound", run.RateWarm/run.Bound)
+				}
+			}
+			fmt.Fprint(w, ")")
 		}
 		if run.Error != "" {
 			fmt.Fprintf(w, "\n  ERROR: %s", strings.ReplaceAll(run.Error, "\n", "\n  "))
