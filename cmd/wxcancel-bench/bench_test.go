@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,14 +229,23 @@ func TestEvaluateFaultsOnSlowerMachine(t *testing.T) {
 	f.Rate95 = 1100 // < 0.9 × 1500 × 1000/1111
 	for _, tc := range []struct {
 		floor float64
+		want  float64 // 1100 ÷ (1500 × 1000/1111 × 0.9/floor)
 		met   bool
-	}{{1.125, true}, {0.9, false}} {
+	}{{1.125, 1100 / (1500 * 1000.0 / 1111 * 0.9 / 1.125), true}, {0.9, 1100 / (1500 * 1000.0 / 1111), false}} {
 		f.FloorPerRequestMS = tc.floor
 		r.evaluate()
+		found := 0
 		for _, tg := range r.Targets {
-			if tg.Run == runFaults && tg.Met != tc.met {
-				t.Errorf("faults run's floor %.3f ms: met = %v (%.3f), want %v", tc.floor, tg.Met, tg.Got, tc.met)
+			if tg.Run != runFaults {
+				continue
 			}
+			found++
+			if tg.Met != tc.met || math.Abs(tg.Got-tc.want) > 1e-9 {
+				t.Errorf("faults run's floor %.3f ms: %.4f, met = %v; want %.4f, met = %v", tc.floor, tg.Got, tg.Met, tc.want, tc.met)
+			}
+		}
+		if found != 1 {
+			t.Errorf("faults run's floor %.3f ms: %d targets for the faults run, want 1", tc.floor, found)
 		}
 	}
 }
