@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -58,6 +59,7 @@ type harness struct {
 	port     int
 	sim      *wxpaysim.Server
 	simURL   string
+	requests *requestGauge // the simulator's requests in progress
 	merchant wxpaysim.Merchant
 	cfg      consumer.Config
 	nc       *nats.Conn // the test's own connection (sender and observer)
@@ -78,7 +80,8 @@ func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
 		t.Fatal(err)
 	}
 	sim.RegisterMerchant(m)
-	hs := httptest.NewServer(sim)
+	h.requests = &requestGauge{next: sim}
+	hs := httptest.NewServer(h.requests)
 	t.Cleanup(hs.Close)
 	h.sim, h.simURL = sim, hs.URL
 
@@ -97,6 +100,34 @@ func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
 
 	h.nc, h.js = h.connect("test")
 	return h
+}
+
+// requestGauge passes requests to the simulator, counting those in
+// progress and the most seen at once.
+type requestGauge struct {
+	next      http.Handler
+	mu        sync.Mutex
+	now, most int
+}
+
+func (g *requestGauge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	g.now++
+	g.most = max(g.most, g.now)
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.now--
+		g.mu.Unlock()
+	}()
+	g.next.ServeHTTP(w, r)
+}
+
+// peak returns the most requests seen in progress at once.
+func (g *requestGauge) peak() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.most
 }
 
 func (h *harness) startNATS(port int) {
