@@ -173,10 +173,11 @@ const pullExpiry = 30 * time.Second
 const closeWait = 200 * time.Millisecond
 
 // pull runs the pullers until ctx ends. A puller asks for a message only
-// while it holds a free worker slot, and for one message only, so that no
-// message waits in a client-side buffer while its ack timer runs: a command
-// is pulled when a worker can start it at once, and goes to that worker the
-// moment it arrives. Every puller owns its own iterator (a long-lived
+// while it holds a free worker slot, or the promise of one about to be freed
+// (offerHandover), and for one message only, so that no message waits in a
+// client-side buffer while its ack timer runs: a command is pulled when a
+// worker can start it at once, or within a round trip, and goes to that
+// worker the moment it can. Every puller owns its own iterator (a long-lived
 // subscription: no subscription is made per pull).
 func (s *Service) pull(ctx, workCtx context.Context) {
 	var wg sync.WaitGroup
@@ -216,8 +217,8 @@ func (s *Service) pullWith(ctx, workCtx context.Context, it jetstream.MessagesCo
 	for {
 		// Wait for a free worker before asking for a message, or for the
 		// promise of one: a command that is finishing hands its slot over,
-		// so that the pull overlaps its last round trips (the message then
-		// waits for that slot no longer than those take).
+		// so that the pull overlaps its last round trip (the message then
+		// waits for that slot no longer than that takes).
 		var h *handover
 		select {
 		case s.sem <- struct{}{}:
@@ -296,9 +297,11 @@ func (s *Service) work(workCtx context.Context, msg jetstream.Msg) {
 	s.inflight.Done()
 }
 
-// offerHandover promises the slot of d, which is finishing (its outcome
-// event is stored; only bookkeeping and the acknowledgement remain), to a
-// puller waiting for a slot, if one is. The slot follows when d is settled.
+// offerHandover promises the slot of d, which is finishing (only the
+// publication of its outcome event and the acknowledgement remain), to a
+// puller waiting for a slot, if one is: the pull's round trip then overlaps
+// the publication's. The slot follows when d is settled, whatever the
+// publication's fate.
 func (s *Service) offerHandover(d *delivery) {
 	if d.handover != nil {
 		return
@@ -679,13 +682,13 @@ func mustPublish(d *delivery, rec *record) bool {
 // Ack, or Term for a dead-lettered command.
 func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish bool) action {
 	if publish {
+		s.offerHandover(d)
 		start := time.Now()
 		err := s.pub.Publish(ctx, *rec.Event)
 		s.metrics.since(stepEventPublish, start)
 		if err != nil {
 			return s.infraRetry(d, err)
 		}
-		s.offerHandover(d)
 	}
 	if rec.DeadLettered {
 		return action{kind: ackTerm, reason: "dead-lettered after " + strconv.FormatUint(d.number, 10) + " deliveries"}
