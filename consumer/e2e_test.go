@@ -544,12 +544,7 @@ func TestTwoInstances(t *testing.T) {
 		h.send("validate-cancel", id, map[string]any{"sub_mchid": fmt.Sprintf("19%08d", i)})
 		ids = append(ids, id)
 	}
-	got := h.waitOutcomes(ids...)
-	for _, id := range ids {
-		if e := one(t, got, id); e.outcome() != "succeeded" {
-			t.Errorf("%s: %s", id, e.Raw)
-		}
-	}
+	h.waitSucceeded(ids...)
 	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != len(ids) {
 		t.Errorf("WeChat Pay saw %d requests for %d commands", n, len(ids))
 	}
@@ -582,12 +577,7 @@ func TestNATSRestart(t *testing.T) {
 	h.ns.Shutdown()
 	h.ns.WaitForShutdown()
 	h.startNATS(h.port)
-	got := h.waitOutcomes(ids...)
-	for _, id := range ids {
-		if e := one(t, got, id); e.outcome() != "succeeded" {
-			t.Errorf("%s: %s", id, e.Raw)
-		}
-	}
+	h.waitSucceeded(ids...)
 }
 
 // TestNoProvisionReportsWhatIsMissing: with provisioning off, a service

@@ -390,6 +390,18 @@ func (h *harness) waitOutcomes(ids ...string) map[string][]event {
 	return h.outcomes()
 }
 
+// waitSucceeded waits for the outcomes of ids, then fails the test for
+// each command that did not succeed.
+func (h *harness) waitSucceeded(ids ...string) {
+	h.t.Helper()
+	got := h.waitOutcomes(ids...)
+	for _, id := range ids {
+		if e := one(h.t, got, id); e.outcome() != "succeeded" {
+			h.t.Errorf("%s: %s", id, e.Raw)
+		}
+	}
+}
+
 // waitIdle waits until the durable consumer has no pending and no
 // unacknowledged command.
 func (h *harness) waitIdle() {

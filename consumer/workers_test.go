@@ -43,12 +43,7 @@ func TestWorkersReusedAndBounded(t *testing.T) {
 		h.send("validate-cancel", id, map[string]any{"sub_mchid": fmt.Sprintf("19%08d", i%20)})
 		ids = append(ids, id)
 	}
-	got := h.waitOutcomes(ids...)
-	for _, id := range ids {
-		if e := one(t, got, id); e.outcome() != "succeeded" {
-			t.Errorf("%s: %s", id, e.Raw)
-		}
-	}
+	h.waitSucceeded(ids...)
 	if n := workerGoroutines(t); n == 0 || n > 2*h.cfg.Concurrency {
 		t.Errorf("%d workers after 200 commands at concurrency %d, want 1 to %d waiting for the next", n, h.cfg.Concurrency, 2*h.cfg.Concurrency)
 	}
@@ -79,12 +74,7 @@ func TestConcurrencyBoundsRequests(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	got := h.waitOutcomes(ids...)
-	for _, id := range ids {
-		if e := one(t, got, id); e.outcome() != "succeeded" {
-			t.Errorf("%s: %s", id, e.Raw)
-		}
-	}
+	h.waitSucceeded(ids...)
 	if n := h.requests.peak(); n != h.cfg.Concurrency {
 		t.Errorf("at most %d WeChat Pay requests were in progress at once, want the concurrency %d", n, h.cfg.Concurrency)
 	}
