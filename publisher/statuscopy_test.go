@@ -31,8 +31,8 @@ func (k *countingKV) Create(ctx context.Context, key string, value []byte, opts 
 }
 
 // follower is an instance whose tracker follows the bucket (until ctx ends)
-// and counts its reads.
-func (e *env) follower(t *testing.T, ctx context.Context, entries int) (*instance, *countingKV) {
+// and counts its reads and creations (see counted).
+func (e *env) follower(t *testing.T, ctx context.Context) (*instance, *countingKV) {
 	t.Helper()
 	in, counted := e.counted(t)
 	if err := in.tracker.Follow(ctx, 0); err != nil {
@@ -96,7 +96,7 @@ func observe(t *testing.T, in *instance, key, state, command string, want bool) 
 func TestFollowSeesOtherInstances(t *testing.T) {
 	e := newEnv(t, 0)
 	a := e.instance(t)
-	b, bkv := e.follower(t, t.Context(), 0)
+	b, bkv := e.follower(t, t.Context())
 	const key = "2000000031"
 	subject := "wxt.evt.status.cancel-withdraw." + key
 
@@ -128,7 +128,7 @@ func TestFollowEnds(t *testing.T) {
 	e := newEnv(t, 0)
 	a := e.instance(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	b, bkv := e.follower(t, ctx, 0)
+	b, bkv := e.follower(t, ctx)
 	const key = "2000000032"
 
 	observe(t, a, key, "WAITING_MERCHANT_CONFIRM", "c1", true)
@@ -151,7 +151,7 @@ func TestFollowEnds(t *testing.T) {
 // while disconnected is unknown); the tracker's next read refills it.
 func TestFollowReconnect(t *testing.T) {
 	e := newEnv(t, 0)
-	b, bkv := e.follower(t, t.Context(), 0)
+	b, bkv := e.follower(t, t.Context())
 	const key = "2000000033"
 	observe(t, b, key, "WAITING_MERCHANT_CONFIRM", "c1", true)
 	rev := e.revision(t, key)
