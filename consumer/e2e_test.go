@@ -491,6 +491,55 @@ func TestRedeliveryRepublishes(t *testing.T) {
 	}
 }
 
+// TestResentRedeliveryPublishesNothing: a command id sent again past the
+// duplicate windows is answered from its record, and so is the redelivery
+// of that new message after an instance took it and died: the recorded
+// outcome event, stored long before, is not stored a second time.
+func TestResentRedeliveryPublishesNothing(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	a := h.start("a")
+	body := map[string]any{"sub_mchid": subMchid}
+	h.send("validate-cancel", "again", body)
+	h.waitOutcomes("again")
+	a.stop(t)
+
+	shrinkDuplicateWindow(t, h, "WXPAY_COMMANDS", "WXPAY_EVENTS")
+	if ack := h.send("validate-cancel", "again", body); ack.Duplicate {
+		t.Fatal("the stream still deduplicates; the test would prove nothing")
+	}
+	// An instance takes the new message and dies before settling it.
+	c, err := h.js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var taken jetstream.Msg
+	for m := range batch.Messages() {
+		taken = m
+	}
+	if taken == nil || taken.Headers().Get(jetstream.MsgIDHeader) != "again" {
+		t.Fatalf("the re-sent command was not delivered: %v", batch.Error())
+	}
+
+	h.start("b")
+	h.eventually("the redelivery to be answered from the record", func() bool {
+		for _, line := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(line, "outcome already recorded") && strings.Contains(line, `"delivery":2`) {
+				return true
+			}
+		}
+		return false
+	})
+	h.waitIdle()
+	one(t, h.outcomes(), "again")
+	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 1 {
+		t.Errorf("WeChat Pay saw %d requests for one command id", n)
+	}
+}
+
 // TestCrashMidCommand: an instance dies after WeChat Pay acted on its
 // confirmations and before it recorded them; another instance takes the
 // commands over. Every command ends with exactly one outcome, succeeded:

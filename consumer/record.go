@@ -33,12 +33,17 @@ type record struct {
 	// outcome has not been settled yet. The delivery that concludes a
 	// command writes it with the outcome, before it publishes the event, and
 	// acknowledges only once JetStream has stored the event; whatever stops
-	// it in between (a crash, a failed publish) leaves the command to a
-	// redelivery, and a redelivery always republishes (see mustPublish).
-	// A new message with the same id (sent again past the commands stream's
-	// duplicate window) trusts the flag, so its outcome event is not stored
-	// twice. Records written without it are republished by every delivery.
+	// it in between (a crash, a failed publish) leaves the message to a
+	// redelivery, and a redelivery of that message republishes (see
+	// mustPublish). Any other message with the same id (sent again past the
+	// commands stream's duplicate window), delivered once or more, trusts
+	// the flag, so its outcome event is not stored twice. Records written
+	// without it are republished by every delivery.
 	Published bool `json:"published,omitempty"`
+	// Seq is the commands stream's sequence of the message whose delivery
+	// recorded the outcome: which redeliveries republish. Zero in records
+	// written without it; every redelivery then republishes.
+	Seq uint64 `json:"seq,omitempty"`
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
 	Replays int `json:"replays,omitempty"`

@@ -404,6 +404,7 @@ type delivery struct {
 	key         string // id encoded for the outcomes bucket
 	ctype       string // command type, from the subject
 	number      uint64 // delivery count, from 1
+	seq         uint64 // commands stream sequence (0 when the metadata is unreadable)
 	traceparent string
 	gate        func(context.Context) error // send gate of the WeChat Pay requests, if any
 	log         *slog.Logger
@@ -412,15 +413,14 @@ type delivery struct {
 
 func (s *Service) newDelivery(msg jetstream.Msg) *delivery {
 	d := &delivery{msg: msg, number: 1}
-	var seq uint64
 	if meta, err := msg.Metadata(); err == nil {
-		d.number, seq = meta.NumDelivered, meta.Sequence.Stream
+		d.number, d.seq = meta.NumDelivered, meta.Sequence.Stream
 	}
 	h := msg.Headers()
 	d.id = h.Get(jetstream.MsgIDHeader)
 	if d.id == "" || !schemas.ValidCommandID(d.id) {
 		d.idInvalid = d.id != ""
-		d.id = "seq-" + strconv.FormatUint(seq, 10)
+		d.id = "seq-" + strconv.FormatUint(d.seq, 10)
 	}
 	d.key = publisher.EncodeToken(d.id)
 	d.ctype = strings.TrimPrefix(msg.Subject(), s.cfg.Prefix+".cmd.")
@@ -639,7 +639,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		return s.infraRetry(d, err)
 	}
 	rec.Outcome, rec.Event, rec.LastError = ex.outcome, &msg, nil
-	rec.Published = true // by this delivery, before it is settled
+	rec.Published, rec.Seq = true, d.seq // by this delivery, before it is settled
 	start := time.Now()
 	_, err = s.records.put(ctx, d.key, rec, rev)
 	s.metrics.since(stepOutcomeWrite, start)
@@ -669,13 +669,17 @@ func (s *Service) conflict(ctx context.Context, d *delivery) action {
 
 // mustPublish reports whether d, finding the outcome of its command
 // recorded, must publish the recorded event again: when the record does not
-// say it is published, and on every redelivery, which may follow a delivery
-// that recorded the outcome and stopped before JetStream stored the event
+// say it is published, and on a redelivery of the message whose delivery
+// recorded it, which may have stopped before JetStream stored the event
 // (Published is written ahead of the event). A republish inside the events
-// stream's duplicate window is dropped as a duplicate; a redelivery comes
-// within the ack wait, well inside it.
+// stream's duplicate window is dropped as a duplicate; such a redelivery
+// comes within the ack wait, well inside it. A redelivery of another
+// message with the same id (sent again past the commands stream's duplicate
+// window, possibly long after the event) trusts the flag like its first
+// delivery: republished past the events stream's window, the event would be
+// stored twice.
 func mustPublish(d *delivery, rec *record) bool {
-	return !rec.Published || d.number > 1
+	return !rec.Published || d.number > 1 && (rec.Seq == 0 || rec.Seq == d.seq)
 }
 
 // finish publishes the recorded event when publish is set, then settles:
