@@ -263,6 +263,9 @@ type event struct {
 	Raw     []byte
 }
 
+// String is the event as stored, so that test failures show it as JSON.
+func (e event) String() string { return e.Subject + " " + string(e.Raw) }
+
 func (e event) outcome() string { return e.Type[strings.LastIndex(e.Type, ".")+1:] }
 
 func (e event) errorCode() string {
