@@ -115,8 +115,11 @@ func newSchedule(p RetryPolicy, clock func() time.Time) *schedule {
 }
 
 // next returns the delay before the next attempt, or false when the budget
-// is spent. retryAfter, when positive, replaces the backoff delay, capped
-// by MaxInterval and by what is left of MaxElapsed.
+// is spent. A retryAfter longer than the backoff delay replaces it, capped
+// by MaxInterval and by what is left of MaxElapsed; a shorter one (zero for
+// "now" or a date in the past) leaves the backoff delay, so that a server
+// that keeps answering "retry now" is not asked again at once, over and
+// over, for the whole budget.
 func (s *schedule) next(retryAfter time.Duration, haveRetryAfter bool) (time.Duration, bool) {
 	if s.b == nil {
 		return 0, false
@@ -125,7 +128,7 @@ func (s *schedule) next(retryAfter time.Duration, haveRetryAfter bool) (time.Dur
 	if d == backoff.Stop {
 		return 0, false
 	}
-	if haveRetryAfter {
+	if haveRetryAfter && retryAfter > d {
 		remaining := s.policy.MaxElapsed - s.clock().Sub(s.start)
 		if remaining <= 0 {
 			return 0, false

@@ -72,21 +72,32 @@ func TestRetrySystemErrorThenSuccess(t *testing.T) {
 	}
 }
 
-// TestRetryAfter: a 429's Retry-After (seconds or HTTP date) sets the delay,
-// capped by MaxInterval and by what is left of MaxElapsed.
+func equals(want time.Duration) func(time.Duration) bool {
+	return func(d time.Duration) bool { return d == want }
+}
+
+// TestRetryAfter: a 429's Retry-After (seconds or HTTP date) longer than the
+// backoff delay sets the delay, capped by MaxInterval and by what is left of
+// MaxElapsed; "now" (0, or a date in the past) leaves the backoff delay.
 func TestRetryAfter(t *testing.T) {
+	// The first backoff delay of the default policy, jittered.
+	firstBackoff := func(d time.Duration) bool {
+		return d >= time.Duration(float64(DefaultInitialInterval)*(1-DefaultRandomizationFactor)) &&
+			d <= time.Duration(float64(DefaultInitialInterval)*(1+DefaultRandomizationFactor))
+	}
 	tests := []struct {
 		name       string
 		retryAfter func(now time.Time) string
 		policy     RetryPolicy
-		want       time.Duration
+		want       func(time.Duration) bool
 	}{
-		{"seconds", func(time.Time) string { return "3" }, RetryPolicy{}, 3 * time.Second},
-		{"HTTP date", func(now time.Time) string { return now.Add(7 * time.Second).UTC().Format(http.TimeFormat) }, RetryPolicy{}, 7 * time.Second},
-		{"date in the past", func(now time.Time) string { return now.Add(-time.Hour).UTC().Format(http.TimeFormat) }, RetryPolicy{}, 0},
-		{"capped by MaxInterval", func(time.Time) string { return "120" }, RetryPolicy{MaxInterval: 5 * time.Second}, 5 * time.Second},
-		{"capped by the remaining budget", func(time.Time) string { return "8" }, RetryPolicy{MaxElapsed: 6 * time.Second}, 6 * time.Second},
-		{"absurd value", func(time.Time) string { return "99999999999999" }, RetryPolicy{}, DefaultMaxInterval},
+		{"seconds", func(time.Time) string { return "3" }, RetryPolicy{}, equals(3 * time.Second)},
+		{"HTTP date", func(now time.Time) string { return now.Add(7 * time.Second).UTC().Format(http.TimeFormat) }, RetryPolicy{}, equals(7 * time.Second)},
+		{"date in the past", func(now time.Time) string { return now.Add(-time.Hour).UTC().Format(http.TimeFormat) }, RetryPolicy{}, firstBackoff},
+		{"zero", func(time.Time) string { return "0" }, RetryPolicy{}, firstBackoff},
+		{"capped by MaxInterval", func(time.Time) string { return "120" }, RetryPolicy{MaxInterval: 5 * time.Second}, equals(5 * time.Second)},
+		{"capped by the remaining budget", func(time.Time) string { return "8" }, RetryPolicy{MaxElapsed: 6 * time.Second}, equals(6 * time.Second)},
+		{"absurd value", func(time.Time) string { return "99999999999999" }, RetryPolicy{}, equals(DefaultMaxInterval)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,10 +119,11 @@ func TestRetryAfter(t *testing.T) {
 			if res.Attempts != 2 {
 				t.Fatalf("attempts = %d", res.Attempts)
 			}
-			if got := clk.Sleeps(); len(got) != 1 || got[0] != tt.want {
-				t.Errorf("slept %v, want [%v]", got, tt.want)
+			got := clk.Sleeps()
+			if len(got) != 1 || !tt.want(got[0]) {
+				t.Fatalf("slept %v", got)
 			}
-			if a := hooks.all(); len(a) != 2 || a[0].Delay != tt.want || !a[0].Retry || a[0].StatusCode != 429 {
+			if a := hooks.all(); len(a) != 2 || a[0].Delay != got[0] || !a[0].Retry || a[0].StatusCode != 429 {
 				t.Errorf("hook saw %+v", a)
 			}
 		})
