@@ -23,7 +23,7 @@ type DeadLetter struct {
 	ErrorCode    string
 	ErrorMessage string
 	Deliveries   int
-	Header       nats.Header // the original headers plus the Wxcancel-* ones
+	Header       nats.Header // the original headers (but for Nats-*) plus the Wxcancel-* ones
 	Data         []byte      // the original body
 }
 
@@ -31,6 +31,12 @@ type DeadLetter struct {
 // commands stream still remembers the command id in its duplicate window
 // and would drop the replay; replay again once the window has passed.
 var ErrDuplicateWindow = errors.New("consumer: the command id is still in the commands stream's duplicate window")
+
+// ErrAlreadyReplayed is matched by the error of [ReplayDeadLetter] when the
+// command's recorded outcome is no longer the dead-lettered one: a replay of
+// it has run to another outcome (a dead letter stays until purged), and
+// replaying again would run the command once more.
+var ErrAlreadyReplayed = errors.New("consumer: the command was replayed and has another outcome since")
 
 // DeadLetters returns the dead letters in stream order, at most limit (0:
 // all).
@@ -88,9 +94,11 @@ func deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 // ReplayDeadLetter sends a dead-lettered command again: it clears the
 // command's recorded outcome (counting the replay, so that the new outcome
 // event gets its own id) and publishes the original body and headers on
-// <prefix>.cmd.<type> with the same command id. The dead letter stays until
-// purged. It fails with [ErrDuplicateWindow] when JetStream would drop the
-// command as a duplicate; the record is then left as it was.
+// <prefix>.cmd.<type> with the same command id (NATS control headers such
+// as Nats-Expected-* are not copied). The dead letter stays until purged. It
+// fails with [ErrDuplicateWindow] when JetStream would drop the command as a
+// duplicate, and with [ErrAlreadyReplayed] when an earlier replay has given
+// the command another outcome; the record is then left as it was.
 func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, t Topology, prefix string, dl DeadLetter) error {
 	if dl.CommandID == "" || dl.CommandType == "" {
 		return fmt.Errorf("consumer: dead letter %d lacks %s or %s", dl.Seq, HeaderDLQCommandID, HeaderDLQCommandType)
@@ -108,14 +116,12 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, t Topology, p
 	if rec != nil && !rec.done() {
 		return fmt.Errorf("consumer: command %s is being worked on (no outcome recorded yet); not replaying", dl.CommandID)
 	}
+	if rec != nil && !rec.DeadLettered {
+		return fmt.Errorf("%w: command %s is %s", ErrAlreadyReplayed, dl.CommandID, rec.Outcome)
+	}
 	msg := nats.NewMsg(prefix + ".cmd." + dl.CommandType)
 	msg.Data = dl.Data
-	for k, v := range dl.Header {
-		if strings.HasPrefix(k, "Wxcancel-") || k == jetstream.MsgIDHeader {
-			continue
-		}
-		msg.Header[k] = append([]string(nil), v...)
-	}
+	copyHeaders(msg.Header, dl.Header, "Wxcancel-")
 	msg.Header.Set(jetstream.MsgIDHeader, dl.CommandID)
 
 	// The record is cleared first: a command delivered before it would be
@@ -153,4 +159,18 @@ func PurgeDeadLetter(ctx context.Context, js jetstream.JetStream, t Topology, se
 		return fmt.Errorf("consumer: purging dead letter %d: %w", seq, err)
 	}
 	return nil
+}
+
+// copyHeaders copies the headers of a command into to, but for those whose
+// name starts with skip and the NATS control headers (Nats-Msg-Id,
+// Nats-Expected-Stream, Nats-Expected-Last-Sequence, ...): those were meant
+// for the command's own publication, and would make JetStream refuse, or
+// drop as a duplicate, a copy published elsewhere.
+func copyHeaders(to, from nats.Header, skip string) {
+	for k, v := range from {
+		if strings.HasPrefix(k, "Nats-") || skip != "" && strings.HasPrefix(k, skip) {
+			continue
+		}
+		to[k] = append([]string(nil), v...)
+	}
 }

@@ -263,7 +263,9 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	}
 	h.start("a")
 	msgBody := `{"applyment_id":"A1"}`
-	h.send("query-cancel-withdraw", "d1", msgBody)
+	// A header meant for the command's own publication, which the dead
+	// letter's must not carry (the DLQ stream would refuse it).
+	h.sendWith("query-cancel-withdraw", "d1", msgBody, nats.Header{jetstream.ExpectedStreamHeader: {"WXPAY_COMMANDS"}, "X-Trace": {"t1"}})
 	h.send("validate-cancel", "d2", map[string]any{"sub_mchid": subMchid})
 	got := h.waitOutcomes("d1", "d2")
 
@@ -293,6 +295,7 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	for k, want := range map[string]string{
 		consumer.HeaderDLQCommandID: "d1", consumer.HeaderDLQCommandType: "query-cancel-withdraw",
 		consumer.HeaderDLQErrorCode: "SYSTEM_ERROR", consumer.HeaderDLQDeliveries: fmt.Sprint(h.cfg.MaxDeliver),
+		"X-Trace": "t1", jetstream.ExpectedStreamHeader: "",
 	} {
 		if got := m.Header.Get(k); got != want {
 			t.Errorf("dead letter header %s = %q, want %q", k, got, want)
@@ -329,6 +332,19 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	replayed := h.outcomes()["d1"][1]
 	if replayed.ID != "outcome/d1/replay-1" || replayed.outcome() != "succeeded" || replayed.attempts() != calls+1 {
 		t.Errorf("replay outcome %s: %s after %d attempts: %s", replayed.ID, replayed.outcome(), replayed.attempts(), replayed.Raw)
+	}
+	// The dead letter stays until purged; replaying it again would run a
+	// command that has succeeded since.
+	shrinkDuplicateWindow(t, h)
+	if err := consumer.ReplayDeadLetter(t.Context(), h.js, topo, "wxpay", dls[0]); !errors.Is(err, consumer.ErrAlreadyReplayed) {
+		t.Errorf("second replay: %v, want ErrAlreadyReplayed", err)
+	}
+	h.waitIdle()
+	if n := h.sim.Count(wxpaysim.EndpointQueryCancelWithdraw); n != calls+1 {
+		t.Errorf("WeChat Pay saw %d requests, want %d", n, calls+1)
+	}
+	if n := len(h.outcomes()["d1"]); n != 2 {
+		t.Errorf("%d outcome events for d1, want 2", n)
 	}
 	if err := consumer.PurgeDeadLetter(t.Context(), h.js, topo, dls[0].Seq); err != nil {
 		t.Fatal(err)

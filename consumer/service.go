@@ -714,12 +714,7 @@ const (
 func (s *Service) deadLetter(ctx context.Context, d *delivery, rec *record, rev uint64, cause publisher.ErrorData) action {
 	out := nats.NewMsg(s.cfg.Prefix + ".dlq." + publisher.EncodeToken(d.ctype))
 	out.Data = d.msg.Data()
-	for k, v := range d.msg.Headers() {
-		if k == jetstream.MsgIDHeader {
-			continue
-		}
-		out.Header[k] = append([]string(nil), v...)
-	}
+	copyHeaders(out.Header, d.msg.Headers(), "")
 	out.Header.Set(HeaderDLQCommandID, d.id)
 	out.Header.Set(HeaderDLQCommandType, d.ctype)
 	out.Header.Set(HeaderDLQErrorCode, cause.Code)
