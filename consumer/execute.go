@@ -35,7 +35,7 @@ type execution struct {
 	reconciled   bool
 	err          *publisher.ErrorData
 	attempts     int  // HTTP requests made in this delivery
-	ambiguous    bool // a POST may have taken effect although its answer was lost
+	ambiguous    bool // a POST may have taken effect although it failed (wxpay.Result.Ambiguous)
 	observations []publisher.Observation
 }
 
@@ -262,7 +262,8 @@ func (s *Service) queryCancelApplication(ctx context.Context, d *delivery, c *sc
 }
 
 // confirmCancel confirms a cancel-withdraw application. When an earlier
-// attempt of the confirmation may have taken effect (its answer was lost) and
+// attempt of the confirmation may have taken effect (its answer was lost, or
+// was a server error) and
 // WeChat Pay now refuses it as not awaiting confirmation, or the answer is
 // still missing when the retries run out, the application is queried: a
 // cancel_state past WAITING_MERCHANT_CONFIRM proves the confirmation
@@ -386,7 +387,7 @@ func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record,
 		if (maybeSent(d, rec) || ex.ambiguous) && ex.err != nil && ex.outcome == publisher.Failed {
 			// No query endpoint tells whether an applyment was cancelled, so
 			// an ambiguous earlier attempt cannot be proven: say so.
-			ex.err.Message += " (an earlier attempt's answer was lost; it may have taken effect)"
+			ex.err.Message += " (an earlier attempt may have taken effect: its answer was lost or a server error)"
 		}
 		return ex
 	}

@@ -331,9 +331,11 @@ type Result struct {
 	// Attempts counts the HTTP requests attempted, one per host tried.
 	Attempts int
 	// Ambiguous is set when some attempt of a POST was sent and its answer
-	// lost (or an unsigned 502/503/504 came back): WeChat Pay may have
+	// lost (or an unsigned 502/503/504 came back), or was answered with a
+	// server error (5xx, SYSTEM_ERROR included) or 202: WeChat Pay may have
 	// executed the request even though the call failed, or executed it
-	// twice if the call then succeeded. Reconcile by querying.
+	// twice if the call then succeeded, and a retry may then be refused as
+	// already done. Reconcile by querying.
 	Ambiguous bool
 	// Host is where the last attempt went.
 	Host string
@@ -417,7 +419,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*Result,
 			// that had already been executed (its issue #180). The POST is
 			// still retried here, with byte-identical parameters as WeChat
 			// Pay asks, but the call is flagged so the caller reconciles.
-			if errors.Is(out.err, ErrAmbiguous) {
+			if errors.Is(out.err, ErrAmbiguous) || r.method == http.MethodPost && mayHaveActed(out.status) {
 				res.Ambiguous = true
 			}
 			if out.noReach {
@@ -461,6 +463,14 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*Result,
 			return res, &canceledError{method: r.method, path: uri, ctxErr: serr, last: out.err}
 		}
 	}
+}
+
+// mayHaveActed reports whether an answer with this status leaves open
+// whether WeChat Pay executed the request: a server error (WeChat Pay asks
+// for SYSTEM_ERROR to be retried with the same parameters, its outcome
+// unknown) or 202 (accepted, still processing).
+func mayHaveActed(status int) bool {
+	return status >= 500 || status == http.StatusAccepted
 }
 
 func (c *Client) attemptInfo(res *Result, method, uri string, host *url.URL, out outcome, retry bool, delay time.Duration) Attempt {

@@ -233,6 +233,52 @@ func TestSignatureFailures(t *testing.T) {
 	}
 }
 
+// TestServerErrorToPOSTIsAmbiguous: a POST answered with a server error
+// (SYSTEM_ERROR) or 202 may have been executed, even when a retry is then
+// refused or succeeds; other answers, and any answer to a GET, leave no doubt.
+func TestServerErrorToPOSTIsAmbiguous(t *testing.T) {
+	tests := []struct {
+		name   string
+		post   bool
+		first  int
+		answer string
+		want   bool
+	}{
+		{"POST, SYSTEM_ERROR then refused", true, 500, `{"code":"SYSTEM_ERROR","message":"系统异常"}`, true},
+		{"POST, 202 then refused", true, 202, `{"code":"SYSTEM_ERROR","message":"处理中"}`, true},
+		{"POST, 429 then refused", true, 429, `{"code":"FREQUENCY_LIMITED","message":"请降低频率后重试"}`, false},
+		{"GET, SYSTEM_ERROR then refused", false, 500, `{"code":"SYSTEM_ERROR","message":"系统异常"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock()
+			srv := newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
+				if n == 1 {
+					s.reply(w, tt.first, tt.answer)
+					return
+				}
+				s.reply(w, 403, `{"code":"RULE_LIMIT","message":"申请单状态不是待确认"}`)
+			})
+			c := newTestClient(t, clk, srv.URL)
+			var res *Result
+			var err error
+			if tt.post {
+				_, res, err = c.ConfirmCancel(t.Context(), ConfirmCancelRequest{ApplymentID: "X1", SubMchid: "1900000109",
+					OperatorIdentification: "operator7", ConfirmTime: "2025-01-02T03:04:05+08:00", CancelContractVersion: "V1"})
+			} else {
+				_, res, err = c.QueryCancelApplication(t.Context(), "A1")
+			}
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Code != "RULE_LIMIT" || res.Attempts != 2 {
+				t.Fatalf("err = %v after %d attempts, want RULE_LIMIT on the retry", err, res.Attempts)
+			}
+			if res.Ambiguous != tt.want {
+				t.Errorf("Ambiguous = %v, want %v", res.Ambiguous, tt.want)
+			}
+		})
+	}
+}
+
 // TestTransportErrors: no usable answer becomes a TransportError that says
 // whether the request went out.
 func TestTransportErrors(t *testing.T) {
