@@ -155,6 +155,15 @@ func TestSignatureFailures(t *testing.T) {
 		{"timestamp from the future", 200, false, func(h http.Header, now time.Time) {
 			signResponse(h, keys(t).wechat, testPubKeyID, now.Add(6*time.Minute), "n1", []byte(body))
 		}, SignatureExpired},
+		{"timestamp centuries ahead", 200, false, func(h http.Header, now time.Time) {
+			signResponse(h, keys(t).wechat, testPubKeyID, time.Unix(99999999999, 0), "n1", []byte(body))
+		}, SignatureExpired},
+		{"timestamp past what a duration holds", 200, false, func(h http.Header, now time.Time) {
+			signResponse(h, keys(t).wechat, testPubKeyID, time.Unix(9000000000000000000, 0), "n1", []byte(body))
+		}, SignatureExpired},
+		{"timestamp far in the past", 200, false, func(h http.Header, now time.Time) {
+			signResponse(h, keys(t).wechat, testPubKeyID, time.Unix(-9000000000000000000, 0), "n1", []byte(body))
+		}, SignatureExpired},
 		{"probe", 200, false, func(h http.Header, now time.Time) {
 			signResponse(h, keys(t).wechat, testPubKeyID, now, "n1", []byte(body))
 			h.Set(HeaderSignature, ProbeSignaturePrefix+h.Get(HeaderSignature))

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -205,11 +206,10 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		return &SignatureError{Reason: SignatureMalformed, Serial: serial, Detail: "Wechatpay-Timestamp is not an integer"}
 	}
 	now := v.clock()
-	skew := now.Sub(time.Unix(sec, 0))
-	if skew < 0 {
-		skew = -skew
-	}
-	if skew >= v.maxSkew {
+	if skew, ok := TimestampSkew(now, sec); !ok {
+		return &SignatureError{Reason: SignatureExpired, Serial: serial,
+			Detail: fmt.Sprintf("Wechatpay-Timestamp is centuries from local time (limit %s)", v.maxSkew)}
+	} else if skew >= v.maxSkew {
 		return &SignatureError{Reason: SignatureExpired, Serial: serial,
 			Detail: fmt.Sprintf("Wechatpay-Timestamp is %s from local time (limit %s)", skew.Truncate(time.Second), v.maxSkew)}
 	}
@@ -231,4 +231,23 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		return &SignatureError{Reason: SignatureMismatch, Serial: serial, Detail: "the signature does not match the response"}
 	}
 	return nil
+}
+
+// maxSkewSeconds is about the longest distance a Duration holds (292 years),
+// less a second of margin for the fraction of now.
+const maxSkewSeconds = math.MaxInt64/int64(time.Second) - 1
+
+// TimestampSkew returns how far the Unix timestamp sec (of a signed request
+// or answer) lies from now, in either direction. ok is false when it lies
+// further than a Duration holds (about 292 years): the distance is not
+// computed then, as it would overflow.
+func TimestampSkew(now time.Time, sec int64) (skew time.Duration, ok bool) {
+	if n := now.Unix(); sec < n-maxSkewSeconds || sec > n+maxSkewSeconds {
+		return 0, false
+	}
+	skew = now.Sub(time.Unix(sec, 0))
+	if skew < 0 {
+		skew = -skew
+	}
+	return skew, true
 }

@@ -527,7 +527,7 @@ func (s *Server) authenticate(r *http.Request, body []byte, now time.Time) (stri
 	if err != nil {
 		return a.MchID, signErr("timestamp不是整数")
 	}
-	if d := now.Sub(time.Unix(ts, 0)); d >= wxpay.MaxClockSkew || -d >= wxpay.MaxClockSkew {
+	if d, ok := wxpay.TimestampSkew(now, ts); !ok || d >= wxpay.MaxClockSkew {
 		return a.MchID, signErr("timestamp与系统时间相差超过5分钟")
 	}
 	s.mu.Lock()

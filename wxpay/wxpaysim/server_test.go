@@ -140,6 +140,7 @@ func TestAuthentication(t *testing.T) {
 		{"signed as POST", sign("", "", now, "N6", "POST", uri, nil), uri, 401},
 		{"timestamp 5 minutes old", sign("", "", now.Add(-5*time.Minute), "N7", "GET", uri, nil), uri, 401},
 		{"timestamp 5 minutes ahead", sign("", "", now.Add(5*time.Minute), "N8", "GET", uri, nil), uri, 401},
+		{"timestamp centuries ahead", sign("", "", time.Unix(9000000000000000000, 0), "N11", "GET", uri, nil), uri, 401},
 		{"timestamp just under 5 minutes old", sign("", "", now.Add(-5*time.Minute+time.Second), "N9", "GET", uri, nil), uri, 200},
 		{"timestamp just under 5 minutes ahead", sign("", "", now.Add(5*time.Minute-time.Second), "N10", "GET", uri, nil), uri, 200},
 		{"unknown merchant", sign("1900000003", e.merchant.SerialNo, now, "N11", "GET", uri, nil), uri, 401},
