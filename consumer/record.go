@@ -142,7 +142,10 @@ func (r records) put(ctx context.Context, key string, rec *record, rev uint64) (
 		nrev, err = r.kv.Update(ctx, key, b, rev)
 	}
 	switch {
-	case errors.Is(err, jetstream.ErrKeyExists):
+	// Create reports an existing key as ErrKeyExists; Update reports a stale
+	// revision as ErrKeyRevisionMismatch, which on replicated buckets (code
+	// 10164) ErrKeyExists does not match (as in the status tracker).
+	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		return 0, errRecordConflict
 	case err != nil:
 		return 0, fmt.Errorf("writing outcome record: %w", err)
