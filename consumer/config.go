@@ -87,8 +87,51 @@ type Config struct {
 	Provision bool
 
 	// bindErrs collects environment values that could not be parsed, so that
-	// Validate reports them with every other problem.
-	bindErrs []error
+	// Validate reports them with every other problem, but for those a flag
+	// given on the command line replaced.
+	bindErrs []*envError
+}
+
+// envError is an environment value that could not be parsed.
+type envError struct {
+	err        error
+	overridden bool // the setting's flag was given: it wins
+}
+
+// overriding wraps the flag of a setting whose environment value could not
+// be parsed: setting the flag clears the error.
+type overriding struct {
+	flag.Value
+	env *envError
+}
+
+func (o *overriding) Set(v string) error {
+	o.env.overridden = true
+	return o.Value.Set(v)
+}
+
+func (o *overriding) String() string {
+	if o.Value == nil { // the zero value flag.PrintDefaults makes
+		return ""
+	}
+	return o.Value.String()
+}
+
+// IsBoolFlag keeps a boolean flag usable without a value.
+func (o *overriding) IsBoolFlag() bool {
+	b, ok := o.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// envErrs returns the errors of the environment values no flag replaced.
+func (c Config) envErrs() []error {
+	var errs []error
+	for _, e := range c.bindErrs {
+		if !e.overridden {
+			errs = append(errs, e.err)
+		}
+	}
+	return errs
 }
 
 // MaxRedeliveryDelay caps the doubling redelivery delay (contract §2).
@@ -157,7 +200,7 @@ var settings = []setting{
 // Bind applies the environment (through getenv, usually os.Getenv) to c and
 // registers one flag per setting on fs, defaulting to the value from the
 // environment so that a flag given on the command line wins. Values that do
-// not parse are reported by [Config.Validate].
+// not parse are reported by [Config.Validate], unless their flag is given.
 func (c *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 	c.bind(fs, getenv, func(setting) bool { return true })
 }
@@ -172,8 +215,7 @@ func (c *Config) BindClient(fs *flag.FlagSet, getenv func(string) string) {
 
 // ValidateClient reports the problems of the settings BindClient binds.
 func (c Config) ValidateClient() error {
-	var errs []error
-	errs = append(errs, c.bindErrs...)
+	errs := c.envErrs()
 	if len(c.NATSURLs) == 0 {
 		errs = append(errs, errors.New("NATS_URL: required (the server the service uses)"))
 	}
@@ -189,9 +231,11 @@ func (c *Config) bind(fs *flag.FlagSet, getenv func(string) string, include func
 			continue
 		}
 		target := s.bind(c)
+		var failed *envError
 		if v := getenv(s.env); v != "" {
 			if err := setValue(target, v); err != nil {
-				c.bindErrs = append(c.bindErrs, fmt.Errorf("%s: %w", s.env, err))
+				failed = &envError{err: fmt.Errorf("%s: %w", s.env, err)}
+				c.bindErrs = append(c.bindErrs, failed)
 			}
 		}
 		usage := s.usage + " (env " + s.env + ")"
@@ -206,6 +250,9 @@ func (c *Config) bind(fs *flag.FlagSet, getenv func(string) string, include func
 			fs.DurationVar(p, s.flag, *p, usage)
 		case flag.Value:
 			fs.Var(p, s.flag, usage)
+		}
+		if f := fs.Lookup(s.flag); failed != nil && f != nil {
+			f.Value = &overriding{Value: f.Value, env: failed}
 		}
 	}
 }
@@ -267,7 +314,7 @@ var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 // Validate reports every problem of c at once. It checks values and that the
 // named files exist; the keys themselves are parsed by [LoadCredentials].
 func (c Config) Validate() error {
-	errs := append([]error(nil), c.bindErrs...)
+	errs := c.envErrs()
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	for _, u := range c.NATSURLs {

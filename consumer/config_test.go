@@ -78,6 +78,40 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 }
 
+// TestConfigFlagWinsOverBadEnvironment: a flag given on the command line
+// replaces an environment value that does not parse, whose error then goes.
+func TestConfigFlagWinsOverBadEnvironment(t *testing.T) {
+	env := map[string]string{
+		"WXCANCEL_CONCURRENCY":     "abc",
+		"WXPAY_RETRY_MAX_INTERVAL": "soon",
+		"WXCANCEL_PROVISION":       "maybe",
+		"WXCANCEL_MAX_DELIVER":     "many",
+	}
+	c := bindTest(t, env, "--concurrency", "8", "--retry-max-interval", "2s", "--provision")
+	if c.Concurrency != 8 || c.RetryMaxInterval != 2*time.Second || !c.Provision {
+		t.Errorf("flags not applied: concurrency %d, retry max %s, provision %v", c.Concurrency, c.RetryMaxInterval, c.Provision)
+	}
+	msg := c.Validate().Error()
+	for _, env := range []string{"WXCANCEL_CONCURRENCY", "WXPAY_RETRY_MAX_INTERVAL", "WXCANCEL_PROVISION"} {
+		if strings.Contains(msg, env) {
+			t.Errorf("the error mentions %s, whose flag was given:\n%s", env, msg)
+		}
+	}
+	if !strings.Contains(msg, "WXCANCEL_MAX_DELIVER") {
+		t.Errorf("the error no longer mentions the bad WXCANCEL_MAX_DELIVER without a flag:\n%s", msg)
+	}
+	// The help lists the flags without failing on their wrappers.
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	d := DefaultConfig()
+	d.Bind(fs, func(k string) string { return env[k] })
+	fs.PrintDefaults()
+	if !strings.Contains(help.String(), "-concurrency") || strings.Contains(help.String(), "panic") {
+		t.Errorf("help:\n%s", help.String())
+	}
+}
+
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	env := map[string]string{
 		"WXCANCEL_CONCURRENCY":    "lots",
