@@ -91,7 +91,8 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	}
 	log, closeLog, err := newLogger(logOptions{level: sf.logLevel, file: sf.logFile, w: a.stderr, text: isTerminalWriter(a.stderr)})
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		_, err = checkConfig(sf.cfg, err) // one message naming every problem
+		return err
 	}
 	defer closeLog()
 	if _, set := os.LookupEnv("GOGC"); !set {
@@ -134,11 +135,22 @@ type serveHooks struct {
 
 // serve runs the service until ctx ends. Configuration problems are reported
 // all at once and wrapped in errUsage.
-func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *serveHooks) error {
+// checkConfig reports every problem of cfg, after those found before it
+// (the logging settings), in one usage error, and returns the WeChat Pay
+// client's configuration.
+func checkConfig(cfg consumer.Config, earlier ...error) (wxpay.Config, error) {
 	vErr := cfg.Validate()
 	wcfg, cErr := cfg.ClientConfig()
-	if err := errors.Join(vErr, cErr); err != nil {
-		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
+	if err := errors.Join(append(earlier, vErr, cErr)...); err != nil {
+		return wcfg, fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
+	}
+	return wcfg, nil
+}
+
+func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *serveHooks) error {
+	wcfg, err := checkConfig(cfg)
+	if err != nil {
+		return err
 	}
 	if hooks != nil && hooks.clientOverride != nil {
 		hooks.clientOverride(&wcfg)

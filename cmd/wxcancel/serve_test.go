@@ -94,13 +94,15 @@ func TestServeReportsEveryConfigurationProblem(t *testing.T) {
 	env["WXCANCEL_CONCURRENCY"] = "0"
 	env["WXCANCEL_MAX_DELIVER"] = "many"
 	env["WXCANCEL_EMBEDDED_STORE_DIR"] = filepath.Join(dir, "nats")
+	env["WXCANCEL_LOG_LEVEL"] = "chatty"
+	env["WXCANCEL_LOG_FILE"] = filepath.Join(dir, "no-such-dir", "wxcancel.log")
 	var stdout, stderr syncBuffer
 	code := run(t.Context(), &app{stdout: &stdout, stderr: &stderr, getenv: envFunc(env)}, []string{"serve"})
 	if code != exitUsage {
 		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, stderr.String())
 	}
 	out := stderr.String()
-	for _, want := range []string{"WXPAY_MCHID", "WXPAY_BASE_URL", "WXCANCEL_CONCURRENCY", "WXCANCEL_MAX_DELIVER", "WXPAY_PUBLIC_KEY_FILE"} {
+	for _, want := range []string{"WXPAY_MCHID", "WXPAY_BASE_URL", "WXCANCEL_CONCURRENCY", "WXCANCEL_MAX_DELIVER", "WXPAY_PUBLIC_KEY_FILE", "WXCANCEL_LOG_LEVEL"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the message does not name %s:\n%s", want, out)
 		}
