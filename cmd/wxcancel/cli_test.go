@@ -254,7 +254,9 @@ func TestSimCommand(t *testing.T) {
 	r, w, _ := os.Pipe()
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, &app{stdout: w, stderr: w, getenv: envFunc(nil)}, []string{"sim", "--addr", "127.0.0.1:0", "--keys-dir", dir, "--faults", "system_error@confirm-cancel:times=1",
+		// Every interface, as in the help's example: serve.env must still
+		// name a loopback URL, the only plain http:// serve accepts.
+		exit <- run(ctx, &app{stdout: w, stderr: w, getenv: envFunc(nil)}, []string{"sim", "--addr", ":0", "--keys-dir", dir, "--faults", "system_error@confirm-cancel:times=1",
 			"--cert-serial-no", "3775B6A45ACD588826D15E583A95F5DD2C6B1E1A", "--public-key-id", "PUB_KEY_ID_0119000000012026120100000000000"})
 		w.Close()
 	}()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -121,10 +122,20 @@ func startSim(o wxpaysim.Options, spec, mchID, serial, addr string) (*simServer,
 	if err != nil {
 		return nil, fmt.Errorf("--addr: %w", err)
 	}
-	s := &simServer{Server: sim, merchant: m, baseURL: "http://" + ln.Addr().String(),
+	s := &simServer{Server: sim, merchant: m, baseURL: simBaseURL(ln.Addr()),
 		srv: &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
+}
+
+// simBaseURL is the URL a serve on this machine reaches a listener at: one
+// on every interface (--addr :8080) is reached on loopback, the only host
+// serve accepts plain http:// to.
+func simBaseURL(addr net.Addr) string {
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
+	}
+	return "http://" + addr.String()
 }
 
 // writeSimKeys writes the key files and a serve.env holding every setting
