@@ -24,7 +24,7 @@ type, "*.failed" for every failure, "status.>" for status changes.
 Examples:
   wxcancel events
   wxcancel events --since 1h '*.failed'
-  wxcancel events --json status.merchant.>
+  wxcancel events --json 'status.merchant.>'
 
 Flags:
 `
