@@ -476,34 +476,42 @@ func TestRedeliveryRepublishes(t *testing.T) {
 
 	// The events stream is full and refuses new events; the next command
 	// changes no status, so only its outcome event is refused.
-	s, err := h.js.Stream(t.Context(), "WXPAY_EVENTS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	open := info.Config
-	full := open
-	full.MaxMsgs, full.Discard = int64(info.State.Msgs), jetstream.DiscardNew
-	if _, err := h.js.UpdateStream(t.Context(), full); err != nil {
-		t.Fatal(err)
-	}
+	open := h.fillEvents()
 	h.send("validate-cancel", "refused", body)
-	h.eventually("the outcome to be recorded and its event refused", func() bool {
-		_, ok, _ := consumer.RecordedOutcome(t.Context(), h.js, consumer.NewTopology(h.cfg), "refused")
-		return ok && strings.Contains(h.logs.String(), "JetStream operation failed")
-	})
-	if got := h.outcomes(); len(got["refused"]) != 0 {
-		t.Fatal("the event was stored by a full stream; the test would prove nothing")
-	}
-	if _, err := h.js.UpdateStream(t.Context(), open); err != nil {
-		t.Fatal(err)
-	}
+	h.waitRefused("refused")
+	open()
 	one(t, h.waitOutcomes("refused"), "refused")
 	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 2 {
 		t.Errorf("WeChat Pay saw %d requests for two commands", n)
+	}
+}
+
+// TestJetStreamErrorAfterSuccess: WeChat Pay cancels an applyment, then
+// JetStream refuses the status event it reveals. The outcome is recorded
+// before the status change is published, so the redelivery publishes both
+// from the record: one request to WeChat Pay, one succeeded outcome (no
+// query endpoint could tell a second request refused as already done).
+func TestJetStreamErrorAfterSuccess(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	h.start("a")
+	h.send("validate-cancel", "first", map[string]any{"sub_mchid": subMchid})
+	h.waitOutcomes("first")
+
+	open := h.fillEvents()
+	h.send("cancel-applyment", "ca-2", map[string]any{"business_code": "1900013511_20000"})
+	h.waitRefused("ca-2")
+	if len(h.statuses()["applyment/1900013511_20000"]) != 0 {
+		t.Fatal("the status event was stored by a full stream; the test would prove nothing")
+	}
+	open()
+	if e := one(t, h.waitOutcomes("ca-2"), "ca-2"); e.outcome() != "succeeded" {
+		t.Errorf("ca-2: %s %s", e.outcome(), e.Raw)
+	}
+	if n := h.sim.Count(wxpaysim.EndpointCancelApplyment); n != 1 {
+		t.Errorf("WeChat Pay saw %d cancellations for one command", n)
+	}
+	if n := len(h.statuses()["applyment/1900013511_20000"]); n != 1 {
+		t.Errorf("%d status events for the applyment, want 1", n)
 	}
 }
 

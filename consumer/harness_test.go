@@ -419,6 +419,48 @@ func (h *harness) waitIdle() {
 	})
 }
 
+// fillEvents makes the events stream refuse every new event (full, discard
+// new) until the returned func opens it again. The stream must hold an
+// event already.
+func (h *harness) fillEvents() (open func()) {
+	h.t.Helper()
+	s, err := h.js.Stream(h.t.Context(), "WXPAY_EVENTS")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(h.t.Context())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		h.t.Fatal("fillEvents needs an event in the stream (MaxMsgs 0 is no limit)")
+	}
+	full := info.Config
+	full.MaxMsgs, full.Discard = int64(info.State.Msgs), jetstream.DiscardNew
+	if _, err := h.js.UpdateStream(h.t.Context(), full); err != nil {
+		h.t.Fatal(err)
+	}
+	return func() {
+		h.t.Helper()
+		if _, err := h.js.UpdateStream(h.t.Context(), info.Config); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+// waitRefused waits until command id has its outcome recorded and an event
+// of it was refused, and checks that no outcome event of it is stored.
+func (h *harness) waitRefused(id string) {
+	h.t.Helper()
+	h.eventually("the outcome of "+id+" to be recorded and an event refused", func() bool {
+		_, ok, _ := consumer.RecordedOutcome(h.t.Context(), h.js, consumer.NewTopology(h.cfg), id)
+		return ok && strings.Contains(h.logs.String(), "JetStream operation failed")
+	})
+	if got := h.outcomes(); len(got[id]) != 0 {
+		h.t.Fatal("the event was stored by a full stream; the test would prove nothing")
+	}
+}
+
 // one asserts that id has exactly one outcome event and returns it.
 func one(t *testing.T, got map[string][]event, id string) event {
 	t.Helper()

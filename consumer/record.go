@@ -44,6 +44,13 @@ type record struct {
 	// recorded the outcome: which redeliveries republish. Zero in records
 	// written without it; every redelivery then republishes.
 	Seq uint64 `json:"seq,omitempty"`
+	// Observations are the status changes the execution revealed, recorded
+	// with the outcome and observed after it: whatever stops the delivery
+	// before they and the event are published (a JetStream error, a
+	// crash), a redelivery that republishes observes them again, without
+	// calling WeChat Pay. (Observing is idempotent: an unchanged state
+	// publishes nothing.)
+	Observations []publisher.Observation `json:"observations,omitempty"`
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
 	Replays int `json:"replays,omitempty"`

@@ -542,6 +542,12 @@ func (s *Service) infraRetry(d *delivery, err error) action {
 // first request signed while the record is read; the request waits at its
 // send gate until the read shows the command has no outcome (otherwise
 // nothing is sent and the execution is dropped).
+//
+// A final outcome is recorded, with its event and the status changes the
+// answers revealed, as soon as the execution ends: only then are the status
+// changes and the event published (finish). Whatever stops the delivery
+// after the record is written, its redelivery publishes them from the
+// record, and WeChat Pay is not called again.
 func (s *Service) process(ctx context.Context, d *delivery) action {
 	look := s.records.read(ctx, d.key)
 	var early *execution
@@ -581,20 +587,14 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 	} else {
 		ex = s.execute(ctx, d, rec)
 	}
-	for _, ob := range ex.observations {
-		ob.CommandID, ob.Traceparent = d.id, d.traceparent
-		start := time.Now()
-		_, err := s.tracker.Observe(ctx, ob)
-		s.metrics.since(stepStatus, start)
-		if err != nil {
-			return s.infraRetry(d, fmt.Errorf("status %s/%s: %w", ob.Resource, ob.Key, err))
-		}
-	}
 	rec.Attempts += ex.attempts
 	rec.Ambiguous = rec.Ambiguous || ex.ambiguous
 
 	switch ex.outcome {
 	case outcomeRetry:
+		if err := s.observe(ctx, d, ex.observations); err != nil {
+			return s.infraRetry(d, err)
+		}
 		if ctx.Err() != nil {
 			// Shutdown cancelled the command: hand it back at once, keeping
 			// the count of requests made.
@@ -638,7 +638,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		// Building an event from our own data cannot fail unless a bug does.
 		return s.infraRetry(d, err)
 	}
-	rec.Outcome, rec.Event, rec.LastError = ex.outcome, &msg, nil
+	rec.Outcome, rec.Event, rec.LastError, rec.Observations = ex.outcome, &msg, nil, ex.observations
 	rec.Published, rec.Seq = true, d.seq // by this delivery, before it is settled
 	start := time.Now()
 	_, err = s.records.put(ctx, d.key, rec, rev)
@@ -682,10 +682,14 @@ func mustPublish(d *delivery, rec *record) bool {
 	return !rec.Published || d.number > 1 && (rec.Seq == 0 || rec.Seq == d.seq)
 }
 
-// finish publishes the recorded event when publish is set, then settles:
-// Ack, or Term for a dead-lettered command.
+// finish observes the recorded status changes and publishes the recorded
+// event when publish is set, then settles: Ack, or Term for a dead-lettered
+// command.
 func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish bool) action {
 	if publish {
+		if err := s.observe(ctx, d, rec.Observations); err != nil {
+			return s.infraRetry(d, err)
+		}
 		s.offerHandover(d)
 		start := time.Now()
 		err := s.pub.Publish(ctx, *rec.Event)
@@ -698,6 +702,20 @@ func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish 
 		return action{kind: ackTerm, reason: "dead-lettered after " + strconv.FormatUint(d.number, 10) + " deliveries"}
 	}
 	return action{kind: ackDone}
+}
+
+// observe records and publishes the status changes obs reveal, for d.
+func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Observation) error {
+	for _, ob := range obs {
+		ob.CommandID, ob.Traceparent = d.id, d.traceparent
+		start := time.Now()
+		_, err := s.tracker.Observe(ctx, ob)
+		s.metrics.since(stepStatus, start)
+		if err != nil {
+			return fmt.Errorf("status %s/%s: %w", ob.Resource, ob.Key, err)
+		}
+	}
+	return nil
 }
 
 // Dead-letter headers (contract §5).

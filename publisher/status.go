@@ -45,26 +45,26 @@ const maxRounds = 32
 // it.
 type Observation struct {
 	// Resource is one of the Resource constants (required).
-	Resource string
+	Resource string `json:"resource"`
 	// Key identifies the resource (required): sub_mchid, applyment_id,
 	// out_apply_no or business_code. Any text; it is encoded with
 	// [EncodeToken] where it becomes a subject token or a KV key.
-	Key string
+	Key string `json:"key"`
 	// SubMchid is the sub-merchant the resource belongs to, when known.
-	SubMchid string
+	SubMchid string `json:"sub_mchid,omitempty"`
 	// State is the resource's state (required).
-	State string
+	State string `json:"state"`
 	// ModifiedAt is the answer's modify_time/update_time; zero when it has
 	// none. It orders observations: one older than the recorded state never
 	// replaces it.
-	ModifiedAt time.Time
+	ModifiedAt time.Time `json:"modified_at,omitzero"`
 	// Snapshot is the answer's body (JSON); empty means null.
-	Snapshot json.RawMessage
+	Snapshot json.RawMessage `json:"snapshot,omitempty"`
 	// CommandID is the id of the command whose call made the observation
 	// (required).
-	CommandID string
+	CommandID string `json:"command_id,omitempty"`
 	// Traceparent is the command's W3C traceparent, or empty.
-	Traceparent string
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // StatusData is the data of a status-change event.
