@@ -393,8 +393,12 @@ func (c Config) Validate() error {
 	if c.RetryMaxInterval > 0 && c.RetryInitialInterval > c.RetryMaxInterval {
 		add("WXPAY_RETRY_INITIAL_INTERVAL (%s) exceeds WXPAY_RETRY_MAX_INTERVAL (%s)", c.RetryInitialInterval, c.RetryMaxInterval)
 	}
-	if c.AckWait < 3*time.Second {
-		add("WXCANCEL_ACK_WAIT: must be at least 3s, got %s", c.AckWait)
+	// A delivery that stored its outcome event and died before its ack is
+	// redelivered an ack wait later and republishes the event, which the
+	// events stream must still drop as a duplicate: half its window.
+	if c.AckWait < 3*time.Second || c.AckWait > EventsDuplicateWindow/2 {
+		add("WXCANCEL_ACK_WAIT: must be 3s to %s (half the events stream's duplicate window, which drops the outcome event a redelivery republishes), got %s",
+			EventsDuplicateWindow/2, c.AckWait)
 	}
 	if c.MaxDeliver < 1 {
 		add("WXCANCEL_MAX_DELIVER: must be at least 1, got %d", c.MaxDeliver)

@@ -121,6 +121,7 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 		"WXPAY_PUBLIC_KEY_ID":     "KEY_1",
 		"WXCANCEL_MAX_DELIVER":    "0",
 		"WXPAY_PRIVATE_KEY_FILE":  "/nonexistent/apiclient_key.pem",
+		"WXCANCEL_ACK_WAIT":       "5m",
 	}
 	err := bindTest(t, env).Validate()
 	if err == nil {
@@ -131,6 +132,7 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 		"WXCANCEL_CONCURRENCY", "WXPAY_RETRY_MAX_ELAPSED", "WXCANCEL_SUBJECT_PREFIX", "WXPAY_BASE_URL",
 		"WXPAY_MCHID: required", "WXPAY_CERT_SERIAL_NO: required", "WXPAY_PUBLIC_KEY_FILE: required with WXPAY_PUBLIC_KEY_ID",
 		"must start with PUB_KEY_ID_", "WXCANCEL_MAX_DELIVER", "WXPAY_PRIVATE_KEY_FILE: cannot read",
+		"WXCANCEL_ACK_WAIT: must be 3s to 1m0s",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the error does not mention %q:\n%s", want, msg)

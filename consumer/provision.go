@@ -10,6 +10,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// EventsDuplicateWindow is how long the events stream remembers the ids of
+// the events it stored: an outcome event that a redelivery republishes
+// inside it is dropped as a duplicate (WXCANCEL_ACK_WAIT is bounded by it).
+const EventsDuplicateWindow = 2 * time.Minute
+
 // ConsumerName is the durable pull consumer every instance shares.
 const ConsumerName = "wxcancel"
 
@@ -76,7 +81,7 @@ func NewTopology(c Config) Topology {
 			MaxAge:      7 * 24 * time.Hour,
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
-			Duplicates:  2 * time.Minute,
+			Duplicates:  EventsDuplicateWindow,
 		},
 		DLQ: jetstream.StreamConfig{
 			Name:        up + "_DLQ",
