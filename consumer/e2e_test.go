@@ -605,6 +605,46 @@ func TestCrashMidCommand(t *testing.T) {
 	t.Logf("%d of %d confirmations reconciled after the crash", reconciled, n)
 }
 
+// TestCrashOnLastDelivery: the last allowed delivery of confirmations dies
+// after WeChat Pay acted on them. The next delivery does not send them
+// again, nor fail them blindly: a query proves each took effect, and each
+// ends succeeded, reconciled; nothing is dead-lettered.
+func TestCrashOnLastDelivery(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{Latency: time.Second})
+	h.cfg.MaxDeliver = 1
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
+	a := h.start("a")
+	const n = 4
+	var ids []string
+	for i := range n {
+		app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
+		id := fmt.Sprintf("last-%d", i)
+		h.send("confirm-cancel", id, confirmBody(app.ApplymentID))
+		ids = append(ids, id)
+	}
+	h.eventually("instance a to be executing every confirmation", func() bool {
+		return strings.Count(h.logs.String(), `"msg":"executing"`) >= n
+	})
+	a.crash(t)
+	h.start("b")
+	got := h.waitOutcomes(ids...)
+	for _, id := range ids {
+		if e := one(t, got, id); e.outcome() != "succeeded" || e.Data["reconciled"] != true {
+			t.Errorf("%s: %s %s, want succeeded, reconciled: %s", id, e.outcome(), e.errorCode(), e.Raw)
+		}
+	}
+	if c := h.sim.Count(wxpaysim.EndpointConfirmCancel); c != n {
+		t.Errorf("WeChat Pay saw %d confirmations for %d commands", c, n)
+	}
+	dlq, err := h.js.Stream(t.Context(), "WXPAY_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dlq.Info(t.Context()); err != nil || info.State.Msgs != 0 {
+		t.Errorf("dead letters: %v %v", info.State.Msgs, err)
+	}
+}
+
 // TestTwoInstances: two instances on the shared consumer handle each
 // command once.
 func TestTwoInstances(t *testing.T) {

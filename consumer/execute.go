@@ -400,6 +400,48 @@ func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record,
 	return ex
 }
 
+// tookEffect queries whether the request of a confirm-cancel or
+// apply-cancel-withdraw whose last allowed delivery ended without a
+// decision (its instance died, or its shutdown timed out) took effect:
+// succeeded, reconciled, when the query proves it. Nothing is sent but the
+// query; any other answer, or another command type, leaves the command to
+// be dead-lettered.
+func (s *Service) tookEffect(ctx context.Context, d *delivery) (execution, bool) {
+	if d.idInvalid {
+		return execution{}, false
+	}
+	cmd, err := schemas.Parse(d.ctype, d.msg.Data())
+	if err != nil {
+		return execution{}, false
+	}
+	var app wxpay.CancelWithdrawApplication
+	var res *wxpay.Result
+	proven := false
+	switch c := cmd.(type) {
+	case *schemas.ConfirmCancel:
+		app, res, err = s.queryApplication(ctx, d, c.ApplymentID, c.OutRequestNo)
+		proven = err == nil && app.CancelState.Confirmed()
+	case *schemas.ApplyCancelWithdraw:
+		app, res, err = s.queryApplication(ctx, d, "", c.OutRequestNo)
+		proven = err == nil && (app.SubMchid == "" || app.SubMchid == c.SubMchid)
+	default:
+		return execution{}, false
+	}
+	switch {
+	case err != nil:
+		s.reconciled(d, "unknown")
+		return execution{}, false
+	case !proven:
+		s.reconciled(d, "unproven")
+		return execution{}, false
+	}
+	s.reconciled(d, "took_effect")
+	ex := succeeded(res)
+	ex.reconciled = true
+	ex.observeApplication(d, app, res)
+	return ex, true
+}
+
 // maybeSent reports whether an earlier attempt of a POST command may have
 // taken effect: one of this command's answers was lost, or an earlier
 // delivery ended without recording an outcome (its instance may have died

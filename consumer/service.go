@@ -573,7 +573,12 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 	}
 	if d.number > uint64(s.cfg.MaxDeliver) {
 		// The previous (last allowed) delivery ended without a decision,
-		// e.g. its instance died: dead-letter without executing again.
+		// e.g. its instance died: dead-letter without executing again,
+		// unless a query proves that its request took effect.
+		if ex, ok := s.tookEffect(ctx, d); ok {
+			rec.Attempts += ex.attempts
+			return s.conclude(ctx, d, rec, rev, ex)
+		}
 		lastErr := rec.LastError
 		if lastErr == nil {
 			lastErr = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: "no outcome after the allowed deliveries"}
