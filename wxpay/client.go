@@ -411,7 +411,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*Result,
 			res.Host = h.Host
 			res.StatusCode, res.Header, res.Body, res.RequestID = out.status, out.header, nil, ""
 			if out.header != nil {
-				res.RequestID = out.header.Get(HeaderRequestID)
+				res.RequestID = requestID(out.header)
 			}
 			// An answer lost after a POST was sent leaves its outcome
 			// unknown: WeChat Pay may have executed it. wechatpay-java
@@ -564,7 +564,7 @@ func (c *Client) attempt(ctx context.Context, r request, target *url.URL, uri st
 	}
 	tooLarge := len(data) > limit
 	if success || signed {
-		reqID := resp.Header.Get(HeaderRequestID)
+		reqID := requestID(resp.Header)
 		if tooLarge {
 			out.err = &responseError{method: r.method, path: uri, requestID: reqID, status: status, err: &tooLargeError{limit: limit}}
 			return out

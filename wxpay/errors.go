@@ -235,7 +235,7 @@ type errorBody struct {
 // that is not a JSON error object yields a code derived from the status and
 // a printable excerpt of the body as the message.
 func newAPIError(method, path string, status int, h http.Header, body []byte, signed bool) *APIError {
-	e := &APIError{StatusCode: status, Method: method, Path: path, RequestID: h.Get(HeaderRequestID), Signed: signed}
+	e := &APIError{StatusCode: status, Method: method, Path: path, RequestID: requestID(h), Signed: signed}
 	var eb errorBody
 	if err := json.Unmarshal(body, &eb); err == nil && eb.Code != "" {
 		e.Code = printable(eb.Code, 64)
@@ -274,6 +274,11 @@ func statusCode(status int) string {
 	}
 	return b.String()
 }
+
+// requestID returns the Request-ID header of an answer as errors and
+// results carry it: printable and at most 128 characters, whatever a
+// server (or a proxy) put there.
+func requestID(h http.Header) string { return printable(h.Get(HeaderRequestID), 128) }
 
 // printable returns s with control characters and invalid UTF-8 replaced,
 // runs of white space collapsed, and at most limit runes (… marks a cut).

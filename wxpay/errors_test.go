@@ -242,6 +242,28 @@ func TestSignatureFailures(t *testing.T) {
 	}
 }
 
+// TestEchoedHeadersBounded: the headers an error or a result repeats
+// (Wechatpay-Serial, Request-Id) are cut to a printable excerpt, whatever
+// size a server or a proxy sends: they end up in outcome events and logs.
+func TestEchoedHeadersBounded(t *testing.T) {
+	clk := newFakeClock()
+	huge := strings.Repeat("S", 100_000)
+	srv := newWXServer(t, clk.Now, func(s *wxServer, w http.ResponseWriter, r *http.Request, n int) {
+		signResponse(w.Header(), keys(t).wechat, huge, clk.Now(), "n1", []byte(`{}`))
+		w.Header().Set("Request-Id", strings.Repeat("R", 100_000))
+		w.WriteHeader(200)
+		_, _ = w.Write([]byte(`{}`))
+	})
+	_, res, err := newTestClient(t, clk, srv.URL).QueryCancelApplication(t.Context(), "A1", noRetry)
+	var se *SignatureError
+	if !errors.As(err, &se) || se.Reason != SignatureUnknownSerial {
+		t.Fatalf("err = %v, want an unknown serial", err)
+	}
+	if len(se.Serial) > 70 || len(res.RequestID) > 140 || len(err.Error()) > 1000 {
+		t.Errorf("echoed %d-byte serial, %d-byte request id, %d-byte message", len(se.Serial), len(res.RequestID), len(err.Error()))
+	}
+}
+
 // TestServerErrorToPOSTIsAmbiguous: a POST answered with a server error
 // (SYSTEM_ERROR) or 202 may have been executed, even when a retry is then
 // refused or succeeds; other answers, and any answer to a GET, leave no doubt.

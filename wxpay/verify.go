@@ -185,9 +185,10 @@ func (v *Verifier) EncryptionKey() (id string, key *rsa.PublicKey) { return v.en
 // Verify checks the signature of a response with headers h and raw body. It
 // returns nil or a *SignatureError.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
-	ts, nonce, sig, serial := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature), h.Get(HeaderSerial)
+	ts, nonce, sig, rawSerial := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature), h.Get(HeaderSerial)
+	serial := printable(rawSerial, 64) // as errors show it, whatever the header holds
 	switch {
-	case sig == "" && ts == "" && nonce == "" && serial == "":
+	case sig == "" && ts == "" && nonce == "" && rawSerial == "":
 		return &SignatureError{Reason: SignatureMissing, Detail: "the response carries no Wechatpay-* signature headers"}
 	case sig == "":
 		return &SignatureError{Reason: SignatureMissing, Serial: serial, Detail: "no Wechatpay-Signature header"}
@@ -195,7 +196,7 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		return &SignatureError{Reason: SignatureMissing, Serial: serial, Detail: "no Wechatpay-Timestamp header"}
 	case nonce == "":
 		return &SignatureError{Reason: SignatureMissing, Serial: serial, Detail: "no Wechatpay-Nonce header"}
-	case serial == "":
+	case rawSerial == "":
 		return &SignatureError{Reason: SignatureMissing, Detail: "no Wechatpay-Serial header"}
 	}
 	if strings.HasPrefix(sig, ProbeSignaturePrefix) {
@@ -213,7 +214,7 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		return &SignatureError{Reason: SignatureExpired, Serial: serial,
 			Detail: fmt.Sprintf("Wechatpay-Timestamp is %s from local time (limit %s)", skew.Truncate(time.Second), v.maxSkew)}
 	}
-	k, ok := v.lookup(serial)
+	k, ok := v.lookup(rawSerial)
 	if !ok {
 		return &SignatureError{Reason: SignatureUnknownSerial, Serial: serial,
 			Detail: "no configured WeChat Pay public key or platform certificate has this serial; configured: " + strings.Join(v.idOrder, ", ")}
