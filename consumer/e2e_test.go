@@ -354,6 +354,43 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	}
 }
 
+// TestDeadLetteredAgainAfterReplay: a replayed command that runs out of
+// deliveries again is dead-lettered again, although its first copy was
+// published moments before (the copies' ids differ per replay).
+func TestDeadLetteredAgainAfterReplay(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	if err := h.sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.SystemError, Endpoint: wxpaysim.EndpointQueryCancelWithdraw}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("a")
+	h.send("query-cancel-withdraw", "d3", `{"applyment_id":"A3"}`)
+	h.waitOutcomes("d3")
+	topo := consumer.NewTopology(h.cfg)
+	dls, err := consumer.DeadLetters(t.Context(), h.js, topo, 0)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters = %+v, %v", dls, err)
+	}
+	// Handled: purged, and replayed while WeChat Pay still fails.
+	if err := consumer.PurgeDeadLetter(t.Context(), h.js, topo, dls[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	shrinkDuplicateWindow(t, h)
+	h.eventually("the replay to be accepted", func() bool {
+		err := consumer.ReplayDeadLetter(t.Context(), h.js, topo, "wxpay", dls[0])
+		if err != nil && !errors.Is(err, consumer.ErrDuplicateWindow) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+	h.eventually("the replay to be dead-lettered again", func() bool {
+		again, err := consumer.DeadLetters(t.Context(), h.js, topo, 0)
+		return err == nil && len(again) == 1 && again[0].CommandID == "d3"
+	})
+	if evs := h.outcomes()["d3"]; len(evs) != 2 || evs[1].ID != "outcome/d3/replay-1" || evs[1].outcome() != "failed" {
+		t.Errorf("outcome events of d3: %v", evs)
+	}
+}
+
 // shrinkDuplicateWindow lets a test re-send a command id at once: the
 // streams (the commands stream when none is named) then forget ids after
 // 150ms.

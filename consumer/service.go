@@ -743,7 +743,13 @@ func (s *Service) deadLetter(ctx context.Context, d *delivery, rec *record, rev 
 	out.Header.Set(HeaderDLQErrorCode, cause.Code)
 	out.Header.Set(HeaderDLQErrorMessage, dlqHeaderValue(cause.Message))
 	out.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(d.number, 10))
-	if _, err := s.js.PublishMsg(ctx, out, jetstream.WithMsgID("dlq/"+d.id)); err != nil {
+	// One copy per run of the command: a replay that fails again is copied
+	// again, not dropped as a duplicate of the first copy.
+	id := "dlq/" + d.id
+	if rec.Replays > 0 {
+		id += "/replay-" + strconv.Itoa(rec.Replays)
+	}
+	if _, err := s.js.PublishMsg(ctx, out, jetstream.WithMsgID(id)); err != nil {
 		return s.infraRetry(d, fmt.Errorf("dead-letter copy: %w", err))
 	}
 	s.metrics.DeadLetters.WithLabelValues(metricType(d.ctype)).Inc()
