@@ -151,8 +151,9 @@ func (s *Service) Run(ctx context.Context) error {
 		cancelWork()
 		<-done
 	}
-	cancelWork() // the idle workers end with the work context
+	cancelWork() // the idle workers and the status bucket's watch end with the work context
 	s.workers.Wait()
+	<-s.tracker.FollowEnded()
 	return nil
 }
 

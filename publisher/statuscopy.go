@@ -45,13 +45,14 @@ func (t *StatusTracker) Follow(ctx context.Context, entries int) error {
 		entries = DefaultFollowEntries
 	}
 	// Not live (trusted by nobody) until the watch runs.
-	c := &statusCopy{nc: t.p.js.Conn(), max: entries, recs: make(map[string]copied)}
+	c := &statusCopy{nc: t.p.js.Conn(), max: entries, recs: make(map[string]copied), done: make(chan struct{})}
 	if !t.copy.CompareAndSwap(nil, c) {
 		return errors.New("publisher: the status tracker already follows its bucket")
 	}
 	gen := c.generation()
 	w, err := t.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
+		close(c.done)
 		t.copy.Store(nil)
 		return fmt.Errorf("publisher: watching the status bucket: %w", err)
 	}
@@ -59,6 +60,7 @@ func (t *StatusTracker) Follow(ctx context.Context, entries int) error {
 	c.reconnects, c.synced, c.live = gen, true, true
 	c.mu.Unlock()
 	go func() {
+		defer close(c.done)
 		defer func() {
 			c.stop()
 			_ = w.Stop()
@@ -95,6 +97,18 @@ func (t *StatusTracker) Follow(ctx context.Context, entries int) error {
 	return nil
 }
 
+// FollowEnded returns a channel closed once the watch [StatusTracker.Follow]
+// started has ended, at most closeDrain after its context ended; closed at
+// once when the tracker does not follow its bucket.
+func (t *StatusTracker) FollowEnded() <-chan struct{} {
+	if c := t.copy.Load(); c != nil {
+		return c.done
+	}
+	ended := make(chan struct{})
+	close(ended)
+	return ended
+}
+
 // closeDrain bounds the wait for the watch to close once Follow's context
 // ended.
 const closeDrain = 2 * time.Second
@@ -102,8 +116,9 @@ const closeDrain = 2 * time.Second
 // statusCopy is what Follow keeps: per key, what Observe needs to see that
 // an observation changes nothing. Safe for concurrent use.
 type statusCopy struct {
-	nc  *nats.Conn
-	max int
+	nc   *nats.Conn
+	max  int
+	done chan struct{} // closed when the watch's goroutine has ended
 
 	mu sync.Mutex
 	// live: the watch runs. Once it ends nothing is trusted.

@@ -122,8 +122,9 @@ func TestFollowSeesOtherInstances(t *testing.T) {
 	}
 }
 
-// TestFollowEnds: once its context ends the copy is no longer trusted, so a
-// change made meanwhile by another instance is seen by reading.
+// TestFollowEnds: the watch ends with its context (FollowEnded says so);
+// the copy is then no longer trusted, so a change made meanwhile by another
+// instance is seen by reading.
 func TestFollowEnds(t *testing.T) {
 	e := newEnv(t, 0)
 	a := e.instance(t)
@@ -133,7 +134,17 @@ func TestFollowEnds(t *testing.T) {
 
 	observe(t, a, key, "WAITING_MERCHANT_CONFIRM", "c1", true)
 	waitCopied(t, b.tracker, key, e.revision(t, key))
+	select {
+	case <-b.tracker.FollowEnded():
+		t.Fatal("the watch ended before its context")
+	default:
+	}
 	cancel()
+	select {
+	case <-b.tracker.FollowEnded():
+	case <-time.After(time.Minute): // a hang, not a timing check
+		t.Fatal("the watch did not end with its context")
+	}
 	waitCopied(t, b.tracker, key, 0)
 	observe(t, b, key, "WAITING_MERCHANT_CONFIRM", "c2", false) // reads, copies nothing
 	observe(t, a, key, "SYSTEM_PROCESSING", "c3", true)
@@ -197,6 +208,11 @@ func TestFollowBounded(t *testing.T) {
 func TestFollowRefused(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
+	select {
+	case <-in.pub.StatusTracker(nil, nil).FollowEnded():
+	default:
+		t.Error("a tracker that does not follow has a watch that never ends")
+	}
 	if err := in.pub.StatusTracker(nil, nil).Follow(t.Context(), 0); !errors.Is(err, publisher.ErrInvalidConfig) {
 		t.Errorf("Follow without a bucket = %v", err)
 	}
