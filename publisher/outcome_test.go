@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/wxcancel/wxcancel/publisher"
 )
@@ -277,5 +278,58 @@ func TestConfig(t *testing.T) {
 	}
 	if ev.Time == "" || ev.Time[len(ev.Time)-1] != 'Z' || len(ev.Time) != len(testNowText) {
 		t.Errorf("time %q is not UTC with nanoseconds", ev.Time)
+	}
+}
+
+// TestStored: Stored finds an event by its id among the events on its
+// subject stored since a time, and only there.
+func TestStored(t *testing.T) {
+	e := newEnv(t, 0)
+	in := e.instance(t)
+	ctx := t.Context()
+	outcome := func(id string, o publisher.Outcome) publisher.Message {
+		t.Helper()
+		data := publisher.OutcomeData{}
+		if o == publisher.Failed {
+			data.Error = &publisher.ErrorData{Code: "SYSTEM_ERROR", Message: "x", HTTPStatus: 500}
+		}
+		m, err := in.pub.NewOutcome("validate-cancel", id, o, data, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	early := outcome("s0", publisher.Succeeded)
+	if err := in.pub.Publish(ctx, early); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // stored times are the server's, in nanoseconds
+	since := time.Now()
+	a, other, b := outcome("s1", publisher.Succeeded), outcome("f1", publisher.Failed), outcome("s2", publisher.Succeeded)
+	for _, m := range []publisher.Message{a, other, b} {
+		if err := in.pub.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		m     publisher.Message
+		since time.Time
+		want  bool
+	}{
+		{"the first since", a, since, true},
+		{"a later one on the subject", b, since, true},
+		{"on another subject", other, since, true},
+		{"stored before since", early, since, false},
+		{"never published", outcome("s3", publisher.Succeeded), since, false},
+		{"since after everything", a, time.Now().Add(time.Minute), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := in.pub.Stored(ctx, in.events, tt.m, tt.since)
+			if err != nil || got != tt.want {
+				t.Errorf("Stored = %v, %v; want %v", got, err, tt.want)
+			}
+		})
 	}
 }

@@ -272,3 +272,80 @@ func HeaderSafe(s string) bool {
 	}
 	return true
 }
+
+// Stored reports whether events, the events stream, holds m, an event first
+// published at or after since. Nothing indexes a stream by message id past
+// its duplicate window, so it reads the stream's messages on m's subject
+// from since on, in order, looking for m's id: it answers false once it has
+// read past since+scanSpan or the end of the stream, or maxScan messages,
+// without finding it. It needs a server that reads messages by start time
+// (nats-server 2.11 or later), and only the right to get messages from the
+// stream.
+func (p *Publisher) Stored(ctx context.Context, events jetstream.Stream, m Message, since time.Time) (bool, error) {
+	seq, found, err := p.firstSince(ctx, events.CachedInfo().Config.Name, m.Subject, since)
+	if err != nil || !found {
+		return false, err
+	}
+	until := since.Add(scanSpan)
+	for range maxScan {
+		sm, err := events.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(m.Subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("publisher: reading the events stream: %w", err)
+		}
+		if sm.Header.Get(jetstream.MsgIDHeader) == m.ID {
+			return true, nil
+		}
+		if sm.Time.After(until) {
+			return false, nil
+		}
+		seq = sm.Sequence + 1
+	}
+	return false, nil
+}
+
+// The bounds of Stored's reading: an event is published moments after the
+// record that holds it (scanSpan leaves room for slow JetStream answers).
+const (
+	scanSpan = 30 * time.Second
+	maxScan  = 10_000
+)
+
+// firstSince returns the sequence of the first message on subject stored at
+// or after since in stream; found is false when there is none.
+func (p *Publisher) firstSince(ctx context.Context, stream, subject string, since time.Time) (seq uint64, found bool, err error) {
+	req, err := json.Marshal(struct {
+		StartTime time.Time `json:"start_time"`
+		NextFor   string    `json:"next_by_subj"`
+	}{since.UTC(), subject})
+	if err != nil {
+		return 0, false, err
+	}
+	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return 0, false, fmt.Errorf("publisher: reading the events stream: %w", err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, false, fmt.Errorf("publisher: reading the events stream: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+		return 0, false, nil
+	case resp.Error != nil:
+		return 0, false, fmt.Errorf("publisher: reading the events stream: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return 0, false, errors.New("publisher: reading the events stream: an answer without a message")
+	}
+	return resp.Message.Seq, true, nil
+}
