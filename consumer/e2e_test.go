@@ -552,6 +552,55 @@ func TestJetStreamErrorAfterSuccess(t *testing.T) {
 	}
 }
 
+// TestLateRedeliveryFindsStoredEvent: a delivery recorded an outcome, got
+// its event stored and died before its ack; the service came back after the
+// events stream's duplicate window. The redelivery finds the event in the
+// stream and does not store it a second time.
+func TestLateRedeliveryFindsStoredEvent(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	// The instances see every record as written ten minutes ago.
+	h.clock = func() time.Time { return time.Now().Add(10 * time.Minute) }
+	body := map[string]any{"sub_mchid": subMchid}
+	a := h.start("a")
+	h.send("validate-cancel", "first", body)
+	h.waitOutcomes("first")
+
+	// The outcome is recorded, its event refused; the instance stops.
+	open := h.fillEvents()
+	h.send("validate-cancel", "late", body)
+	h.waitRefused("late")
+	a.stop(t)
+	open()
+	// What the dying delivery stored: the recorded event, past the window.
+	ev, ok, err := consumer.RecordedOutcome(t.Context(), h.js, consumer.NewTopology(h.cfg), "late")
+	if err != nil || !ok {
+		t.Fatalf("no recorded outcome: %v", err)
+	}
+	pub, err := publisher.New(h.js, publisher.Config{Prefix: "wxpay", MchID: h.cfg.MchID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	shrinkDuplicateWindow(t, h, "WXPAY_EVENTS")
+
+	h.start("b")
+	h.eventually("instance b to answer the redelivery from the record", func() bool {
+		for _, line := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(line, `"instance":"b"`) && strings.Contains(line, "outcome already recorded") {
+				return true
+			}
+		}
+		return false
+	})
+	h.waitIdle()
+	one(t, h.outcomes(), "late")
+	if !strings.Contains(h.logs.String(), "stored already") {
+		t.Error("the redelivery did not say it found the event")
+	}
+}
+
 // TestResentRedeliveryPublishesNothing: a command id sent again past the
 // duplicate windows is answered from its record, and so is the redelivery
 // of that new message after an instance took it and died: the recorded

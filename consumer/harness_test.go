@@ -62,7 +62,8 @@ type harness struct {
 	requests *requestGauge // the simulator's requests in progress
 	merchant wxpaysim.Merchant
 	cfg      consumer.Config
-	nc       *nats.Conn // the test's own connection (sender and observer)
+	clock    func() time.Time // the instances' clock; nil: time.Now
+	nc       *nats.Conn       // the test's own connection (sender and observer)
 	js       jetstream.JetStream
 	logs     *logSink
 }
@@ -200,7 +201,7 @@ func (h *harness) start(name string) *instance {
 	}
 	nc, js := h.connect(name)
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
-	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log})
+	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Clock: h.clock})
 	if err != nil {
 		h.t.Fatal(err)
 	}

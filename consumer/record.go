@@ -51,6 +51,10 @@ type record struct {
 	// calling WeChat Pay. (Observing is idempotent: an unchanged state
 	// publishes nothing.)
 	Observations []publisher.Observation `json:"observations,omitempty"`
+
+	// written is when the record read was written (the server's time); not
+	// stored in it.
+	written time.Time
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
 	Replays int `json:"replays,omitempty"`
@@ -78,6 +82,7 @@ func (r records) get(ctx context.Context, key string) (*record, uint64, error) {
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
 		return nil, 0, fmt.Errorf("outcome record %s is corrupt: %w", key, err)
 	}
+	rec.written = e.Created()
 	return &rec, e.Revision(), nil
 }
 

@@ -30,6 +30,7 @@ type Service struct {
 	topo     Topology
 	client   *wxpay.Client
 	pub      *publisher.Publisher
+	events   jetstream.Stream
 	tracker  *publisher.StatusTracker
 	records  records
 	cons     jetstream.Consumer
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.events = h.Events
 	s.tracker = s.pub.StatusTracker(h.Status, h.Events)
 	s.sem = make(chan struct{}, cfg.Concurrency)
 	s.parked = make(chan struct{}, cfg.Concurrency)
@@ -692,6 +694,10 @@ func mustPublish(d *delivery, rec *record) bool {
 // event when publish is set, then settles: Ack, or Term for a dead-lettered
 // command.
 func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish bool) action {
+	if publish && s.storedLong(ctx, d, rec) {
+		d.log.Info("the recorded outcome event is stored already; not publishing it again")
+		publish = false
+	}
 	if publish {
 		if err := s.observe(ctx, d, rec.Observations); err != nil {
 			return s.infraRetry(d, err)
@@ -722,6 +728,26 @@ func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Obse
 		}
 	}
 	return nil
+}
+
+// storedLong reports whether the recorded event that d is about to publish
+// again is found in the events stream, looked up when the duplicate window
+// may no longer drop it: d redelivers the message that recorded it (whose
+// delivery died after writing the record, before or after publishing), long
+// enough after the record was written (the service was down). The lookup
+// failing, the event is published again: a duplicate with the same id is
+// better than none.
+func (s *Service) storedLong(ctx context.Context, d *delivery, rec *record) bool {
+	if !rec.Published || rec.Seq == 0 || rec.Seq != d.seq || rec.written.IsZero() ||
+		s.clock().Sub(rec.written) < EventsDuplicateWindow/2 || s.events == nil {
+		return false
+	}
+	// Since a little before the record: the servers' clocks may differ.
+	stored, err := s.pub.Stored(ctx, s.events, *rec.Event, rec.written.Add(-5*time.Second))
+	if err != nil {
+		d.log.Warn("looking the recorded outcome event up failed; publishing it again", "err", err)
+	}
+	return stored
 }
 
 // Dead-letter headers (contract §5).
