@@ -83,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"type", "verdict"}),
 		JetStreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wxcancel_jetstream_duration_seconds",
-			Help:    "How long each JetStream step of a command takes (outcome_read, status, outcome_write, event_publish).",
+			Help:    "How long each JetStream step of a command takes (outcome_read, outcome_write, status, event_publish).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"step"}),
 	}

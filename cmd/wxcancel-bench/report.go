@@ -251,7 +251,7 @@ func (r *Results) writeJSON(path string) error {
 }
 
 // waitOrder is the order of the steps of a command in formatWaits.
-var waitOrder = []string{"outcome_read", "wxpay_request", "status", "outcome_write", "event_publish"}
+var waitOrder = []string{"outcome_read", "wxpay_request", "outcome_write", "status", "event_publish"}
 
 // formatWaits lists a run's mean waits, the steps of a command in order,
 // then any other.
