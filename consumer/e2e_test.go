@@ -599,6 +599,22 @@ func TestLateRedeliveryFindsStoredEvent(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "stored already") {
 		t.Error("the redelivery did not say it found the event")
 	}
+
+	// A delivery that concludes after earlier ones wrote progress (here:
+	// dead-lettered) publishes its own new event without looking it up,
+	// however old the progress.
+	if err := h.sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.SystemError, Endpoint: wxpaysim.EndpointQueryCancelWithdraw}); err != nil {
+		t.Fatal(err)
+	}
+	h.send("query-cancel-withdraw", "dead-late", `{"applyment_id":"A9"}`)
+	if e := one(t, h.waitOutcomes("dead-late"), "dead-late"); e.outcome() != "failed" {
+		t.Errorf("dead-late: %s", e.Raw)
+	}
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, `"command_id":"dead-late"`) && strings.Contains(line, "looking the recorded outcome event up") {
+			t.Errorf("a new outcome was looked up in the events stream: %s", line)
+		}
+	}
 }
 
 // TestResentRedeliveryPublishesNothing: a command id sent again past the

@@ -181,6 +181,13 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 	return ex
 }
 
+// attempted is an execution that only counts res's requests.
+func attempted(res *wxpay.Result) execution {
+	var ex execution
+	ex.add(res)
+	return ex
+}
+
 func succeeded(res *wxpay.Result) execution {
 	ex := execution{outcome: publisher.Succeeded, result: json.RawMessage("null")}
 	ex.add(res)
@@ -405,7 +412,7 @@ func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record,
 // decision (its instance died, or its shutdown timed out) took effect:
 // succeeded, reconciled, when the query proves it. Nothing is sent but the
 // query; any other answer, or another command type, leaves the command to
-// be dead-lettered.
+// be dead-lettered (the execution then counts the query's requests only).
 func (s *Service) tookEffect(ctx context.Context, d *delivery) (execution, bool) {
 	if d.idInvalid {
 		return execution{}, false
@@ -430,10 +437,10 @@ func (s *Service) tookEffect(ctx context.Context, d *delivery) (execution, bool)
 	switch {
 	case err != nil:
 		s.reconciled(d, "unknown")
-		return execution{}, false
+		return attempted(res), false
 	case !proven:
 		s.reconciled(d, "unproven")
-		return execution{}, false
+		return attempted(res), false
 	}
 	s.reconciled(d, "took_effect")
 	ex := succeeded(res)

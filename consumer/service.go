@@ -578,8 +578,9 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 		// The previous (last allowed) delivery ended without a decision,
 		// e.g. its instance died: dead-letter without executing again,
 		// unless a query proves that its request took effect.
-		if ex, ok := s.tookEffect(ctx, d); ok {
-			rec.Attempts += ex.attempts
+		ex, ok := s.tookEffect(ctx, d)
+		rec.Attempts += ex.attempts
+		if ok {
 			return s.conclude(ctx, d, rec, rev, ex)
 		}
 		lastErr := rec.LastError
@@ -649,7 +650,9 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 	rec.Outcome, rec.Event, rec.LastError, rec.Observations = ex.outcome, &msg, nil, ex.observations
 	rec.Published, rec.Seq = true, d.seq // by this delivery, before it is settled
 	start := time.Now()
-	_, err = s.records.put(ctx, d.key, rec, rev)
+	// Not cut short by shutdown: once WeChat Pay has answered, losing the
+	// outcome would have the redelivery call it again.
+	_, err = s.records.put(context.WithoutCancel(ctx), d.key, rec, rev)
 	s.metrics.since(stepOutcomeWrite, start)
 	if err != nil {
 		if errors.Is(err, errRecordConflict) {
@@ -657,6 +660,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		}
 		return s.infraRetry(d, err)
 	}
+	rec.written = time.Time{} // written now, by this delivery: nothing to look up (storedLong)
 	s.metrics.Commands.WithLabelValues(metricType(d.ctype), string(ex.outcome)).Inc()
 	logOutcome(d, ex, rec.Attempts)
 	return s.finish(ctx, d, rec, true)
@@ -742,13 +746,20 @@ func (s *Service) storedLong(ctx context.Context, d *delivery, rec *record) bool
 		s.clock().Sub(rec.written) < EventsDuplicateWindow/2 || s.events == nil {
 		return false
 	}
+	d.log.Debug("looking the recorded outcome event up in the events stream", "written", rec.written)
+	// Bounded: the lookup must not hold the delivery (kept alive) forever.
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	// Since a little before the record: the servers' clocks may differ.
-	stored, err := s.pub.Stored(ctx, s.events, *rec.Event, rec.written.Add(-5*time.Second))
+	stored, err := s.pub.Stored(ctx, s.events, *rec.Event, rec.written.Add(-time.Second))
 	if err != nil {
 		d.log.Warn("looking the recorded outcome event up failed; publishing it again", "err", err)
 	}
 	return stored
 }
+
+// lookupTimeout bounds storedLong's lookup.
+const lookupTimeout = 30 * time.Second
 
 // Dead-letter headers (contract §5).
 const (

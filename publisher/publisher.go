@@ -276,9 +276,11 @@ func HeaderSafe(s string) bool {
 // Stored reports whether events, the events stream, holds m, an event first
 // published at or after since. Nothing indexes a stream by message id past
 // its duplicate window, so it reads the stream's messages on m's subject
-// from since on, in order, looking for m's id: it answers false once it has
-// read past since+scanSpan or the end of the stream, or maxScan messages,
-// without finding it. It needs a server that reads messages by start time
+// from since on, in order, looking for m's id, to the end of the stream or
+// for maxScan messages: it answers false when it did not find it, and
+// ErrLookupBounded when it stopped at maxScan (at a high rate of events on
+// the subject). Each request waits for its answer at most requestTimeout
+// within ctx. It needs a server that reads messages by start time
 // (nats-server 2.11 or later), and only the right to get messages from the
 // stream.
 func (p *Publisher) Stored(ctx context.Context, events jetstream.Stream, m Message, since time.Time) (bool, error) {
@@ -286,9 +288,10 @@ func (p *Publisher) Stored(ctx context.Context, events jetstream.Stream, m Messa
 	if err != nil || !found {
 		return false, err
 	}
-	until := since.Add(scanSpan)
 	for range maxScan {
-		sm, err := events.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(m.Subject))
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		sm, err := events.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(m.Subject))
+		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return false, nil
 		}
@@ -298,19 +301,19 @@ func (p *Publisher) Stored(ctx context.Context, events jetstream.Stream, m Messa
 		if sm.Header.Get(jetstream.MsgIDHeader) == m.ID {
 			return true, nil
 		}
-		if sm.Time.After(until) {
-			return false, nil
-		}
 		seq = sm.Sequence + 1
 	}
-	return false, nil
+	return false, ErrLookupBounded
 }
 
-// The bounds of Stored's reading: an event is published moments after the
-// record that holds it (scanSpan leaves room for slow JetStream answers).
+// ErrLookupBounded is returned by [Publisher.Stored] when it read maxScan
+// messages without reaching the end of the stream.
+var ErrLookupBounded = errors.New("publisher: too many events on the subject to look one up")
+
+// The bounds of Stored's reading.
 const (
-	scanSpan = 30 * time.Second
-	maxScan  = 10_000
+	maxScan        = 10_000
+	requestTimeout = 5 * time.Second
 )
 
 // firstSince returns the sequence of the first message on subject stored at
@@ -323,7 +326,9 @@ func (p *Publisher) firstSince(ctx context.Context, stream, subject string, sinc
 	if err != nil {
 		return 0, false, err
 	}
-	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	msg, err := p.js.Conn().RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+stream, req)
 	if err != nil {
 		return 0, false, fmt.Errorf("publisher: reading the events stream: %w", err)
 	}
