@@ -601,7 +601,7 @@ func (s *Service) process(ctx context.Context, d *delivery) action {
 
 	switch ex.outcome {
 	case outcomeRetry:
-		if err := s.observe(ctx, d, ex.observations); err != nil {
+		if err := s.observe(ctx, d, ex.observations, time.Time{}); err != nil {
 			return s.infraRetry(d, err)
 		}
 		if ctx.Err() != nil {
@@ -703,7 +703,9 @@ func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish 
 		publish = false
 	}
 	if publish {
-		if err := s.observe(ctx, d, rec.Observations); err != nil {
+		// From a record written by an earlier delivery, the observations
+		// are older than what was recorded since.
+		if err := s.observe(ctx, d, rec.Observations, rec.written); err != nil {
 			return s.infraRetry(d, err)
 		}
 		s.offerHandover(d)
@@ -720,10 +722,12 @@ func (s *Service) finish(ctx context.Context, d *delivery, rec *record, publish 
 	return action{kind: ackDone}
 }
 
-// observe records and publishes the status changes obs reveal, for d.
-func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Observation) error {
+// observe records and publishes the status changes obs reveal, for d;
+// before, when set, is a time they were made before (see
+// publisher.Observation.Before).
+func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Observation, before time.Time) error {
 	for _, ob := range obs {
-		ob.CommandID, ob.Traceparent = d.id, d.traceparent
+		ob.CommandID, ob.Traceparent, ob.Before = d.id, d.traceparent, before
 		start := time.Now()
 		_, err := s.tracker.Observe(ctx, ob)
 		s.metrics.since(stepStatus, start)

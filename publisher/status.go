@@ -65,6 +65,11 @@ type Observation struct {
 	CommandID string `json:"command_id,omitempty"`
 	// Traceparent is the command's W3C traceparent, or empty.
 	Traceparent string `json:"traceparent,omitempty"`
+	// Before, when set, is a time the observation was made before (an
+	// observation published late, from a record). Without ModifiedAt to
+	// order it, a different state recorded after Before is newer and is
+	// not replaced.
+	Before time.Time `json:"-"`
 }
 
 // StatusData is the data of a status-change event.
@@ -216,6 +221,10 @@ type statusRecord struct {
 	Event pendingEvent `json:"event"`
 	// Published: JetStream acknowledged Event.
 	Published bool `json:"published"`
+
+	// written is when the record read was written (the server's time); not
+	// stored in it.
+	written time.Time
 }
 
 // pendingEvent is a status event but for its id and the attributes that
@@ -280,6 +289,8 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 		switch {
 		case rec != nil && ob.addsNothing(rec.State, rec.ModifiedAt, rec.SubMchid != ""):
 			return false, nil
+		case rec != nil && rec.State != ob.State && ob.ModifiedAt.IsZero() && !ob.Before.IsZero() && rec.written.After(ob.Before):
+			return false, nil // recorded since: newer than ob
 		case rec != nil && rec.State == ob.State: // a newer time or the sub_mchid to add
 			upd := *rec
 			upd.ModifiedAt = later(rec.ModifiedAt, ob.ModifiedAt)
@@ -517,6 +528,7 @@ func (t *StatusTracker) load(ctx context.Context, key string) (*statusRecord, ui
 	if err != nil {
 		return nil, 0, err
 	}
+	rec.written = e.Created()
 	c.store(gen, key, rec, e.Revision())
 	return rec, e.Revision(), nil
 }

@@ -486,3 +486,26 @@ func waitDuplicateWindow(t *testing.T, e *env, id string) {
 	}
 	t.Fatal("the duplicate window never passed")
 }
+
+// TestObservationBefore: an observation without a modification time, made
+// before a different state was recorded (one published late, from a
+// record), does not replace that newer state; one made after it does.
+func TestObservationBefore(t *testing.T) {
+	e := newEnv(t, 0)
+	in := e.instance(t)
+	const key = "2000000077"
+	made := time.Now().Add(-time.Second)
+	observe(t, in, key, "SYSTEM_PROCESSING", "c2", true) // recorded after made
+	late := withdrawal(key, "WAITING_MERCHANT_CONFIRM", time.Time{}, "c1")
+	late.Before = made
+	if changed, err := in.tracker.Observe(t.Context(), late); err != nil || changed {
+		t.Fatalf("an older observation: changed %v, %v; want it ignored", changed, err)
+	}
+	if n := len(e.stored(t, "")); n != 1 {
+		t.Errorf("%d events stored, want 1", n)
+	}
+	late.Before = time.Now().Add(time.Second)
+	if changed, err := in.tracker.Observe(t.Context(), late); err != nil || !changed {
+		t.Fatalf("a newer observation: changed %v, %v; want a change", changed, err)
+	}
+}
