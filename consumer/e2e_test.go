@@ -666,6 +666,28 @@ func TestResentRedeliveryPublishesNothing(t *testing.T) {
 	}
 }
 
+// confirmThenCrash sends n confirmations of new applications (ids
+// prefix-0, prefix-1, ...), waits until instance a executes at least
+// executing of them, then kills a and starts instance b. With the
+// simulator answering after a second, the confirmations are at WeChat Pay
+// when a dies, and WeChat Pay acts on them.
+func (h *harness) confirmThenCrash(a *instance, prefix string, n, executing int) []string {
+	h.t.Helper()
+	var ids []string
+	for i := range n {
+		app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		h.send("confirm-cancel", id, confirmBody(app.ApplymentID))
+		ids = append(ids, id)
+	}
+	h.eventually("instance a to be executing confirmations", func() bool {
+		return strings.Count(h.logs.String(), `"msg":"executing"`) >= executing
+	})
+	a.crash(h.t)
+	h.start("b")
+	return ids
+}
+
 // TestCrashMidCommand: an instance dies after WeChat Pay acted on its
 // confirmations and before it recorded them; another instance takes the
 // commands over. Every command ends with exactly one outcome, succeeded:
@@ -678,18 +700,7 @@ func TestCrashMidCommand(t *testing.T) {
 	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
 	a := h.start("a")
 	const n = 16
-	var ids []string
-	for i := range n {
-		app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
-		id := fmt.Sprintf("crash-%d", i)
-		h.send("confirm-cancel", id, confirmBody(app.ApplymentID))
-		ids = append(ids, id)
-	}
-	h.eventually("instance a to be executing confirmations", func() bool {
-		return strings.Count(h.logs.String(), `"msg":"executing"`) >= 4
-	})
-	a.crash(t)
-	h.start("b")
+	ids := h.confirmThenCrash(a, "crash", n, 4)
 	got := h.waitOutcomes(ids...)
 	reconciled := 0
 	for _, id := range ids {
@@ -717,18 +728,7 @@ func TestCrashOnLastDelivery(t *testing.T) {
 	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
 	a := h.start("a")
 	const n = 4
-	var ids []string
-	for i := range n {
-		app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
-		id := fmt.Sprintf("last-%d", i)
-		h.send("confirm-cancel", id, confirmBody(app.ApplymentID))
-		ids = append(ids, id)
-	}
-	h.eventually("instance a to be executing every confirmation", func() bool {
-		return strings.Count(h.logs.String(), `"msg":"executing"`) >= n
-	})
-	a.crash(t)
-	h.start("b")
+	ids := h.confirmThenCrash(a, "last", n, n)
 	got := h.waitOutcomes(ids...)
 	for _, id := range ids {
 		if e := one(t, got, id); e.outcome() != "succeeded" || e.Data["reconciled"] != true {
