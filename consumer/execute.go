@@ -181,13 +181,6 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 	return ex
 }
 
-// attempted is an execution that only counts res's requests.
-func attempted(res *wxpay.Result) execution {
-	var ex execution
-	ex.add(res)
-	return ex
-}
-
 func succeeded(res *wxpay.Result) execution {
 	ex := execution{outcome: publisher.Succeeded, result: json.RawMessage("null")}
 	ex.add(res)
@@ -306,9 +299,7 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 	ex.observeApplication(d, app, qres)
 	switch {
 	case app.CancelState.Confirmed():
-		s.reconciled(d, "took_effect")
-		ex.outcome, ex.err, ex.reconciled = publisher.Succeeded, nil, true
-		ex.result = json.RawMessage(qres.Body)
+		ex = s.provenBy(d, ex, qres)
 	case app.CancelState == wxpay.CancelRejected || app.CancelState == wxpay.CancelRevoked:
 		s.reconciled(d, "refused")
 		ex.outcome = publisher.Failed
@@ -346,13 +337,11 @@ func (s *Service) applyCancelWithdraw(ctx context.Context, d *delivery, rec *rec
 	ex.add(qres)
 	var apiErr *wxpay.APIError
 	switch {
-	case qerr == nil && app.SubMchid != "" && app.SubMchid != c.SubMchid:
+	case qerr == nil && !ownApplication(app, c.SubMchid):
 		s.reconciled(d, "unproven")
 	case qerr == nil:
-		s.reconciled(d, "took_effect")
 		ex.observeApplication(d, app, qres)
-		ex.outcome, ex.err, ex.reconciled = publisher.Succeeded, nil, true
-		ex.result = json.RawMessage(qres.Body)
+		ex = s.provenBy(d, ex, qres)
 	case errors.As(qerr, &apiErr) && apiErr.Code == codeNotFound:
 		s.reconciled(d, "not_taken")
 	default:
@@ -430,23 +419,38 @@ func (s *Service) tookEffect(ctx context.Context, d *delivery) (execution, bool)
 		proven = err == nil && app.CancelState.Confirmed()
 	case *schemas.ApplyCancelWithdraw:
 		app, res, err = s.queryApplication(ctx, d, "", c.OutRequestNo)
-		proven = err == nil && (app.SubMchid == "" || app.SubMchid == c.SubMchid)
+		proven = err == nil && ownApplication(app, c.SubMchid)
 	default:
 		return execution{}, false
 	}
+	var ex execution
+	ex.add(res)
 	switch {
 	case err != nil:
 		s.reconciled(d, "unknown")
-		return attempted(res), false
+		return ex, false
 	case !proven:
 		s.reconciled(d, "unproven")
-		return attempted(res), false
+		return ex, false
 	}
-	s.reconciled(d, "took_effect")
-	ex := succeeded(res)
-	ex.reconciled = true
 	ex.observeApplication(d, app, res)
-	return ex, true
+	return s.provenBy(d, ex, res), true
+}
+
+// provenBy makes ex a success that the query answered by qres proved:
+// succeeded, reconciled, with the query's answer as the result.
+func (s *Service) provenBy(d *delivery, ex execution, qres *wxpay.Result) execution {
+	s.reconciled(d, "took_effect")
+	ex.outcome, ex.err, ex.reconciled = publisher.Succeeded, nil, true
+	ex.result = json.RawMessage(qres.Body)
+	return ex
+}
+
+// ownApplication reports whether app, a cancel-withdraw application found
+// by out_request_no, is the sub-merchant's (an answer without sub_mchid is
+// taken as its).
+func ownApplication(app wxpay.CancelWithdrawApplication, subMchid string) bool {
+	return app.SubMchid == "" || app.SubMchid == subMchid
 }
 
 // maybeSent reports whether an earlier attempt of a POST command may have
