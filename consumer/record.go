@@ -51,13 +51,13 @@ type record struct {
 	// calling WeChat Pay. (Observing is idempotent: an unchanged state
 	// publishes nothing.)
 	Observations []publisher.Observation `json:"observations,omitempty"`
-
-	// written is when the record read was written (the server's time); not
-	// stored in it.
-	written time.Time
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
 	Replays int `json:"replays,omitempty"`
+
+	// written is when the record read was written (the server's time); not
+	// stored in it, zero for a record this delivery wrote or made.
+	written time.Time
 }
 
 func (r *record) done() bool { return r != nil && r.Event != nil }

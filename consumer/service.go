@@ -739,15 +739,13 @@ func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Obse
 }
 
 // storedLong reports whether the recorded event that d is about to publish
-// again is found in the events stream, looked up when the duplicate window
-// may no longer drop it: d redelivers the message that recorded it (whose
-// delivery died after writing the record, before or after publishing), long
-// enough after the record was written (the service was down). The lookup
-// failing, the event is published again: a duplicate with the same id is
-// better than none.
+// again (mustPublish) is found in the events stream, looked up when the
+// duplicate window may no longer drop it: the record was written by an
+// earlier delivery (written is set only on records read) long enough ago
+// (the service was down). The lookup failing, the event is published
+// again: a duplicate with the same id is better than none.
 func (s *Service) storedLong(ctx context.Context, d *delivery, rec *record) bool {
-	if !rec.Published || rec.Seq == 0 || rec.Seq != d.seq || rec.written.IsZero() ||
-		s.clock().Sub(rec.written) < EventsDuplicateWindow/2 || s.events == nil {
+	if rec.written.IsZero() || s.clock().Sub(rec.written) < EventsDuplicateWindow/2 {
 		return false
 	}
 	d.log.Debug("looking the recorded outcome event up in the events stream", "written", rec.written)
