@@ -133,8 +133,6 @@ type serveHooks struct {
 	pprof bool
 }
 
-// serve runs the service until ctx ends. Configuration problems are reported
-// all at once and wrapped in errUsage.
 // checkConfig reports every problem of cfg, after those found before it
 // (the logging settings), in one usage error, and returns the WeChat Pay
 // client's configuration.
@@ -147,6 +145,8 @@ func checkConfig(cfg consumer.Config, earlier ...error) (wxpay.Config, error) {
 	return wcfg, nil
 }
 
+// serve runs the service until ctx ends. Configuration problems are reported
+// all at once and wrapped in errUsage.
 func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *serveHooks) error {
 	wcfg, err := checkConfig(cfg)
 	if err != nil {
