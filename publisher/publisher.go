@@ -284,11 +284,15 @@ func HeaderSafe(s string) bool {
 // (nats-server 2.11 or later), and only the right to get messages from the
 // stream.
 func (p *Publisher) Stored(ctx context.Context, events jetstream.Stream, m Message, since time.Time) (bool, error) {
-	seq, found, err := p.firstSince(ctx, events.CachedInfo().Config.Name, m.Subject, since)
-	if err != nil || !found {
+	seq, id, found, err := p.firstSince(ctx, events.CachedInfo().Config.Name, m.Subject, since)
+	switch {
+	case err != nil || !found:
 		return false, err
+	case id == m.ID:
+		return true, nil
 	}
 	for range maxScan {
+		seq++
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		sm, err := events.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(m.Subject))
 		cancel()
@@ -301,7 +305,7 @@ func (p *Publisher) Stored(ctx context.Context, events jetstream.Stream, m Messa
 		if sm.Header.Get(jetstream.MsgIDHeader) == m.ID {
 			return true, nil
 		}
-		seq = sm.Sequence + 1
+		seq = sm.Sequence
 	}
 	return false, ErrLookupBounded
 }
@@ -316,25 +320,27 @@ const (
 	requestTimeout = 5 * time.Second
 )
 
-// firstSince returns the sequence of the first message on subject stored at
-// or after since in stream; found is false when there is none.
-func (p *Publisher) firstSince(ctx context.Context, stream, subject string, since time.Time) (seq uint64, found bool, err error) {
+// firstSince returns the sequence and Nats-Msg-Id of the first message on
+// subject stored at or after since in stream; found is false when there is
+// none.
+func (p *Publisher) firstSince(ctx context.Context, stream, subject string, since time.Time) (seq uint64, id string, found bool, err error) {
 	req, err := json.Marshal(struct {
 		StartTime time.Time `json:"start_time"`
 		NextFor   string    `json:"next_by_subj"`
 	}{since.UTC(), subject})
 	if err != nil {
-		return 0, false, err
+		return 0, "", false, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	msg, err := p.js.Conn().RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+stream, req)
 	if err != nil {
-		return 0, false, fmt.Errorf("publisher: reading the events stream: %w", err)
+		return 0, "", false, fmt.Errorf("publisher: reading the events stream: %w", err)
 	}
 	var resp struct {
 		Message *struct {
-			Seq uint64 `json:"seq"`
+			Seq     uint64 `json:"seq"`
+			Headers []byte `json:"hdrs"`
 		} `json:"message"`
 		Error *struct {
 			ErrCode     int    `json:"err_code"`
@@ -342,15 +348,22 @@ func (p *Publisher) firstSince(ctx context.Context, stream, subject string, sinc
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return 0, false, fmt.Errorf("publisher: reading the events stream: %w", err)
+		return 0, "", false, fmt.Errorf("publisher: reading the events stream: %w", err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
-		return 0, false, nil
+		return 0, "", false, nil
 	case resp.Error != nil:
-		return 0, false, fmt.Errorf("publisher: reading the events stream: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
+		return 0, "", false, fmt.Errorf("publisher: reading the events stream: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
 	case resp.Message == nil:
-		return 0, false, errors.New("publisher: reading the events stream: an answer without a message")
+		return 0, "", false, errors.New("publisher: reading the events stream: an answer without a message")
 	}
-	return resp.Message.Seq, true, nil
+	if len(resp.Message.Headers) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Headers)
+		if err != nil {
+			return 0, "", false, fmt.Errorf("publisher: reading the events stream: %w", err)
+		}
+		id = h.Get(jetstream.MsgIDHeader)
+	}
+	return resp.Message.Seq, id, true, nil
 }
