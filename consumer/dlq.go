@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 // DeadLetter is one command in the dead-letter stream.
@@ -80,13 +79,13 @@ func DeadLetterAt(ctx context.Context, js jetstream.JetStream, t Topology, seq u
 }
 
 func deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
-	n, _ := strconv.Atoi(m.Header.Get(HeaderDLQDeliveries))
+	n, _ := strconv.Atoi(m.Header.Get(schemas.HeaderDeliveries))
 	return DeadLetter{
 		Seq: m.Sequence, Time: m.Time, Header: m.Header, Data: m.Data,
-		CommandID:    m.Header.Get(HeaderDLQCommandID),
-		CommandType:  m.Header.Get(HeaderDLQCommandType),
-		ErrorCode:    m.Header.Get(HeaderDLQErrorCode),
-		ErrorMessage: m.Header.Get(HeaderDLQErrorMessage),
+		CommandID:    m.Header.Get(schemas.HeaderCommandID),
+		CommandType:  m.Header.Get(schemas.HeaderCommandType),
+		ErrorCode:    m.Header.Get(schemas.HeaderErrorCode),
+		ErrorMessage: m.Header.Get(schemas.HeaderErrorMessage),
 		Deliveries:   n,
 	}
 }
@@ -101,14 +100,14 @@ func deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 // the command another outcome; the record is then left as it was.
 func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, t Topology, prefix string, dl DeadLetter) error {
 	if dl.CommandID == "" || dl.CommandType == "" {
-		return fmt.Errorf("consumer: dead letter %d lacks %s or %s", dl.Seq, HeaderDLQCommandID, HeaderDLQCommandType)
+		return fmt.Errorf("consumer: dead letter %d lacks %s or %s", dl.Seq, schemas.HeaderCommandID, schemas.HeaderCommandType)
 	}
 	kv, err := js.KeyValue(ctx, t.Outcomes.Bucket)
 	if err != nil {
 		return fmt.Errorf("consumer: outcomes bucket: %w", err)
 	}
 	recs := records{kv: kv}
-	key := publisher.EncodeToken(dl.CommandID)
+	key := schemas.EncodeToken(dl.CommandID)
 	rec, rev, err := recs.get(ctx, key)
 	if err != nil {
 		return err
@@ -121,7 +120,7 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, t Topology, p
 	}
 	msg := nats.NewMsg(prefix + ".cmd." + dl.CommandType)
 	msg.Data = dl.Data
-	copyHeaders(msg.Header, dl.Header, "Wxcancel-")
+	schemas.CopyCommandHeaders(msg.Header, dl.Header, "Wxcancel-")
 	msg.Header.Set(jetstream.MsgIDHeader, dl.CommandID)
 
 	// The record is cleared first: a command delivered before it would be
@@ -159,18 +158,4 @@ func PurgeDeadLetter(ctx context.Context, js jetstream.JetStream, t Topology, se
 		return fmt.Errorf("consumer: purging dead letter %d: %w", seq, err)
 	}
 	return nil
-}
-
-// copyHeaders copies the headers of a command into to, but for those whose
-// name starts with skip and the NATS control headers (Nats-Msg-Id,
-// Nats-Expected-Stream, Nats-Expected-Last-Sequence, ...): those were meant
-// for the command's own publication, and would make JetStream refuse, or
-// drop as a duplicate, a copy published elsewhere.
-func copyHeaders(to, from nats.Header, skip string) {
-	for k, v := range from {
-		if strings.HasPrefix(k, "Nats-") || skip != "" && strings.HasPrefix(k, skip) {
-			continue
-		}
-		to[k] = append([]string(nil), v...)
-	}
 }

@@ -198,7 +198,7 @@ func TestRejections(t *testing.T) {
 	for i, c := range cases {
 		e := one(t, got, ids[i])
 		ctype := strings.Trim(strconv.QuoteToASCII(c.ctype), `"`) // as the service names an unprintable type
-		token := publisher.EncodeToken(ctype)
+		token := schemas.EncodeToken(ctype)
 		if e.Type != "wxpay."+token+".rejected" || e.Subject != "wxpay.evt."+token+".rejected" || e.Data["command_type"] != ctype {
 			t.Errorf("%s: %s on %s, want rejected", c.id, e.Type, e.Subject)
 			continue
@@ -293,8 +293,8 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 		t.Errorf("dead letter body %q, want the original", m.Data)
 	}
 	for k, want := range map[string]string{
-		consumer.HeaderDLQCommandID: "d1", consumer.HeaderDLQCommandType: "query-cancel-withdraw",
-		consumer.HeaderDLQErrorCode: "SYSTEM_ERROR", consumer.HeaderDLQDeliveries: fmt.Sprint(h.cfg.MaxDeliver),
+		schemas.HeaderCommandID: "d1", schemas.HeaderCommandType: "query-cancel-withdraw",
+		schemas.HeaderErrorCode: "SYSTEM_ERROR", schemas.HeaderDeliveries: fmt.Sprint(h.cfg.MaxDeliver),
 		"X-Trace": "t1", jetstream.ExpectedStreamHeader: "",
 	} {
 		if got := m.Header.Get(k); got != want {

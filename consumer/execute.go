@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -25,12 +24,12 @@ const (
 
 // outcomeRetry is the verdict of an execution whose transient failures
 // outlasted this delivery's retry budget: deliver again later.
-const outcomeRetry publisher.Outcome = "retry"
+const outcomeRetry schemas.Outcome = "retry"
 
 // execution is what running one command in one delivery produced. Handlers
 // fill it in and never acknowledge anything: process and settle decide.
 type execution struct {
-	outcome      publisher.Outcome
+	outcome      schemas.Outcome
 	result       json.RawMessage // succeeded: the response body (JSON null for 204)
 	reconciled   bool
 	err          *publisher.ErrorData
@@ -62,19 +61,15 @@ func readOnly(t string) bool {
 func (s *Service) execute(ctx context.Context, d *delivery, rec *record) execution {
 	if d.idInvalid {
 		return rejected("the Nats-Msg-Id header is not a valid command id",
-			publisher.Violation{Field: "", Rule: "command_id", Message: "Nats-Msg-Id must be " + schemas.CommandIDRule})
+			schemas.Violation{Field: "", Rule: "command_id", Message: "Nats-Msg-Id must be " + schemas.CommandIDRule})
 	}
 	cmd, err := schemas.Parse(d.ctype, d.msg.Data())
 	if err != nil {
 		var inv *schemas.InvalidError
 		if errors.As(err, &inv) {
-			vs := make([]publisher.Violation, len(inv.Violations))
-			for i, v := range inv.Violations {
-				vs[i] = publisher.Violation{Field: v.Field, Rule: v.Rule, Message: v.Message}
-			}
-			return rejected(inv.Error(), vs...)
+			return rejected(inv.Error(), inv.Violations...)
 		}
-		return rejected(err.Error(), publisher.Violation{Field: "", Rule: "invalid", Message: err.Error()})
+		return rejected(err.Error(), schemas.Violation{Field: "", Rule: "invalid", Message: err.Error()})
 	}
 	d.log.Debug("executing", "command", cmd)
 	switch c := cmd.(type) {
@@ -91,11 +86,11 @@ func (s *Service) execute(ctx context.Context, d *delivery, rec *record) executi
 	case *schemas.ApplyCancelWithdraw:
 		return s.applyCancelWithdraw(ctx, d, rec, c)
 	}
-	return rejected("unsupported command type", publisher.Violation{Field: "", Rule: "unknown_type", Message: fmt.Sprintf("command type %q is not supported", d.ctype)})
+	return rejected("unsupported command type", schemas.Violation{Field: "", Rule: "unknown_type", Message: fmt.Sprintf("command type %q is not supported", d.ctype)})
 }
 
-func rejected(msg string, vs ...publisher.Violation) execution {
-	return execution{outcome: publisher.Rejected, err: &publisher.ErrorData{Code: schemas.CodeInvalidCommand, Message: msg, Violations: vs}}
+func rejected(msg string, vs ...schemas.Violation) execution {
+	return execution{outcome: schemas.Rejected, err: &publisher.ErrorData{Code: schemas.CodeInvalidCommand, Message: msg, Violations: vs}}
 }
 
 // call returns the options of one WeChat Pay call: its attempts are counted in
@@ -142,7 +137,7 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 	var sigErr *wxpay.SignatureError
 	switch {
 	case errors.As(err, &sigErr):
-		ex.outcome = publisher.Failed
+		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeResponseSignatureInvalid, Message: sigErr.Error(), HTTPStatus: status}
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		// Checked before the API error: a call cancelled after a 5xx
@@ -151,12 +146,12 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: "cancelled by shutdown", HTTPStatus: status}
 	case errors.As(err, &apiErr):
 		ex.err = &publisher.ErrorData{Code: apiErr.Code, Message: apiErr.Message, HTTPStatus: apiErr.StatusCode, Detail: apiErr.Detail, RequestID: apiErr.RequestID}
-		ex.outcome = publisher.Failed
+		ex.outcome = schemas.Failed
 		if wxpay.Retryable(err) {
 			ex.outcome = outcomeRetry
 		}
 	case errors.Is(err, wxpay.ErrResponseTooLarge):
-		ex.outcome = publisher.Failed
+		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: err.Error(), HTTPStatus: status}
 	case status >= 200 && status < 300:
 		// A verified answer that does not decode into the documented
@@ -164,15 +159,15 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 		// and the body is the result; only a body that is not JSON at all
 		// cannot be reported.
 		if json.Valid(res.Body) {
-			ex.outcome, ex.result = publisher.Succeeded, json.RawMessage(res.Body)
+			ex.outcome, ex.result = schemas.Succeeded, json.RawMessage(res.Body)
 			return ex
 		}
-		ex.outcome = publisher.Failed
+		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: "WeChat Pay answered " + strconv.Itoa(status) + " with a body that is not JSON", HTTPStatus: status}
 	case errors.Is(err, wxpay.ErrInvalidArgument):
 		// Validation runs before any request, so this is a bug; failing
 		// loudly beats retrying forever.
-		ex.outcome = publisher.Failed
+		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeInvalidCommand, Message: err.Error(), HTTPStatus: status}
 	default:
 		ex.outcome = outcomeRetry
@@ -182,7 +177,7 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 }
 
 func succeeded(res *wxpay.Result) execution {
-	ex := execution{outcome: publisher.Succeeded, result: json.RawMessage("null")}
+	ex := execution{outcome: schemas.Succeeded, result: json.RawMessage("null")}
 	ex.add(res)
 	if res != nil && len(res.Body) > 0 {
 		ex.result = json.RawMessage(res.Body)
@@ -200,7 +195,7 @@ func (s *Service) validateCancel(ctx context.Context, d *delivery, c *schemas.Va
 	if key == "" {
 		key = c.SubMchid
 	}
-	ex.observe(d, publisher.Observation{Resource: publisher.ResourceMerchant, Key: key, SubMchid: key,
+	ex.observe(d, publisher.Observation{Resource: schemas.ResourceMerchant, Key: key, SubMchid: key,
 		State: string(resp.MerchantState) + "/" + string(resp.ValidateResult), Snapshot: res.Body})
 	return ex
 }
@@ -229,7 +224,7 @@ func (ex *execution) observeApplication(d *delivery, app wxpay.CancelWithdrawApp
 	if app.ApplymentID == "" || app.CancelState == "" {
 		return
 	}
-	ex.observe(d, publisher.Observation{Resource: publisher.ResourceCancelWithdraw, Key: app.ApplymentID, SubMchid: app.SubMchid,
+	ex.observe(d, publisher.Observation{Resource: schemas.ResourceCancelWithdraw, Key: app.ApplymentID, SubMchid: app.SubMchid,
 		State: string(app.CancelState), ModifiedAt: parseTime(app.ModifyTime), Snapshot: res.Body})
 }
 
@@ -237,7 +232,7 @@ func (ex *execution) observeApplication(d *delivery, app wxpay.CancelWithdrawApp
 // token (WeChat Pay's ids are alphanumeric; anything else is not trusted
 // into a subject).
 func (ex *execution) observe(d *delivery, ob publisher.Observation) {
-	if !identifierPattern.MatchString(ob.Key) {
+	if !schemas.ValidKey(ob.Key) {
 		d.log.Warn("status not tracked: the resource key is not an identifier", "resource", ob.Resource)
 		return
 	}
@@ -255,7 +250,7 @@ func (s *Service) queryCancelApplication(ctx context.Context, d *delivery, c *sc
 		if key == "" {
 			key = c.OutApplyNo
 		}
-		ex.observe(d, publisher.Observation{Resource: publisher.ResourceCancelApplication, Key: key, SubMchid: app.SubMchid,
+		ex.observe(d, publisher.Observation{Resource: schemas.ResourceCancelApplication, Key: key, SubMchid: app.SubMchid,
 			State: string(app.CancelState), ModifiedAt: parseTime(app.UpdateTime), Snapshot: res.Body})
 	}
 	return ex
@@ -302,7 +297,7 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 		ex = s.provenBy(d, ex, qres)
 	case app.CancelState == wxpay.CancelRejected || app.CancelState == wxpay.CancelRevoked:
 		s.reconciled(d, "refused")
-		ex.outcome = publisher.Failed
+		ex.outcome = schemas.Failed
 		code, status := codeRuleLimit, 403
 		if ex.err != nil && ex.err.Code != schemas.CodeTransportError {
 			code, status = ex.err.Code, ex.err.HTTPStatus
@@ -330,7 +325,7 @@ func (s *Service) applyCancelWithdraw(ctx context.Context, d *delivery, rec *rec
 		return succeeded(res)
 	}
 	ex := verdict(ctx, res, err)
-	if !(maybeSent(d, rec) || ex.ambiguous) || ctx.Err() != nil || ex.outcome == publisher.Succeeded {
+	if !(maybeSent(d, rec) || ex.ambiguous) || ctx.Err() != nil || ex.outcome == schemas.Succeeded {
 		return ex
 	}
 	app, qres, qerr := s.queryApplication(ctx, d, "", c.OutRequestNo)
@@ -380,7 +375,7 @@ func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record,
 		s.call(d, string(schemas.TypeCancelApplyment))...)
 	if err != nil {
 		ex := verdict(ctx, res, err)
-		if (maybeSent(d, rec) || ex.ambiguous) && ex.err != nil && ex.outcome == publisher.Failed {
+		if (maybeSent(d, rec) || ex.ambiguous) && ex.err != nil && ex.outcome == schemas.Failed {
 			// No query endpoint tells whether an applyment was cancelled, so
 			// an ambiguous earlier attempt cannot be proven: say so.
 			ex.err.Message += " (an earlier attempt may have taken effect: its answer was lost or a server error)"
@@ -392,7 +387,7 @@ func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record,
 	if key == "" {
 		key = strconv.FormatInt(c.ApplymentID, 10)
 	}
-	ex.observe(d, publisher.Observation{Resource: publisher.ResourceApplyment, Key: key, State: "CANCELED", Snapshot: json.RawMessage("null")})
+	ex.observe(d, publisher.Observation{Resource: schemas.ResourceApplyment, Key: key, State: "CANCELED", Snapshot: json.RawMessage("null")})
 	return ex
 }
 
@@ -441,7 +436,7 @@ func (s *Service) tookEffect(ctx context.Context, d *delivery) (execution, bool)
 // succeeded, reconciled, with the query's answer as the result.
 func (s *Service) provenBy(d *delivery, ex execution, qres *wxpay.Result) execution {
 	s.reconciled(d, "took_effect")
-	ex.outcome, ex.err, ex.reconciled = publisher.Succeeded, nil, true
+	ex.outcome, ex.err, ex.reconciled = schemas.Succeeded, nil, true
 	ex.result = json.RawMessage(qres.Body)
 	return ex
 }
@@ -473,6 +468,3 @@ func parseTime(s string) time.Time {
 	}
 	return t
 }
-
-// identifierPattern is the charset of ids that may go into a subject.
-var identifierPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 // record is what the outcomes bucket remembers of one command id. While a
@@ -24,7 +25,7 @@ type record struct {
 	Ambiguous bool                 `json:"ambiguous,omitempty"`
 	LastError *publisher.ErrorData `json:"last_error,omitempty"`
 	// Outcome is set once the command is finished.
-	Outcome publisher.Outcome  `json:"outcome,omitempty"`
+	Outcome schemas.Outcome    `json:"outcome,omitempty"`
 	Event   *publisher.Message `json:"event,omitempty"`
 	// DeadLettered: a copy went to the dead-letter stream; the command is
 	// terminated rather than acknowledged.
@@ -173,7 +174,7 @@ func RecordedOutcome(ctx context.Context, js jetstream.JetStream, t Topology, id
 	if err != nil {
 		return publisher.Message{}, false, fmt.Errorf("consumer: outcomes bucket: %w", err)
 	}
-	rec, _, err := records{kv: kv}.get(ctx, publisher.EncodeToken(id))
+	rec, _, err := records{kv: kv}.get(ctx, schemas.EncodeToken(id))
 	if err != nil || !rec.done() {
 		return publisher.Message{}, false, err
 	}

@@ -425,14 +425,14 @@ func (s *Service) newDelivery(msg jetstream.Msg) *delivery {
 		d.idInvalid = d.id != ""
 		d.id = "seq-" + strconv.FormatUint(d.seq, 10)
 	}
-	d.key = publisher.EncodeToken(d.id)
+	d.key = schemas.EncodeToken(d.id)
 	d.ctype = strings.TrimPrefix(msg.Subject(), s.cfg.Prefix+".cmd.")
-	if !publisher.HeaderSafe(d.ctype) {
+	if !schemas.HeaderSafe(d.ctype) {
 		// Not a type of ours, and not even text an event can carry: name it
 		// escaped, so that it is still answered with a rejected event.
 		d.ctype = strings.Trim(strconv.QuoteToASCII(d.ctype), `"`)
 	}
-	if tp := h.Get(publisher.HeaderTraceparent); publisher.ValidTraceparent(tp) {
+	if tp := h.Get(schemas.HeaderTraceparent); schemas.ValidTraceparent(tp) {
 		d.traceparent = tp
 	}
 	d.log = s.log.With("command_id", d.id, "command_type", d.ctype, "delivery", d.number)
@@ -639,7 +639,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		Error:       ex.err,
 		Replay:      rec.Replays,
 	}
-	if ex.outcome == publisher.Rejected {
+	if ex.outcome == schemas.Rejected {
 		data.Attempts = 0
 	}
 	msg, err := s.pub.NewOutcome(d.ctype, d.id, ex.outcome, data, d.traceparent)
@@ -763,26 +763,17 @@ func (s *Service) storedLong(ctx context.Context, d *delivery, rec *record) bool
 // lookupTimeout bounds storedLong's lookup.
 const lookupTimeout = 30 * time.Second
 
-// Dead-letter headers (contract §5).
-const (
-	HeaderDLQCommandID    = "Wxcancel-Command-Id"
-	HeaderDLQCommandType  = "Wxcancel-Command-Type"
-	HeaderDLQErrorCode    = "Wxcancel-Error-Code"
-	HeaderDLQErrorMessage = "Wxcancel-Error-Message"
-	HeaderDLQDeliveries   = "Wxcancel-Deliveries"
-)
-
 // deadLetter copies the command to <prefix>.dlq.<type> with the reason, then
 // concludes it as failed; settle terminates it.
 func (s *Service) deadLetter(ctx context.Context, d *delivery, rec *record, rev uint64, cause publisher.ErrorData) action {
-	out := nats.NewMsg(s.cfg.Prefix + ".dlq." + publisher.EncodeToken(d.ctype))
+	out := nats.NewMsg(s.cfg.Prefix + ".dlq." + schemas.EncodeToken(d.ctype))
 	out.Data = d.msg.Data()
-	copyHeaders(out.Header, d.msg.Headers(), "")
-	out.Header.Set(HeaderDLQCommandID, d.id)
-	out.Header.Set(HeaderDLQCommandType, d.ctype)
-	out.Header.Set(HeaderDLQErrorCode, cause.Code)
-	out.Header.Set(HeaderDLQErrorMessage, dlqHeaderValue(cause.Message))
-	out.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(d.number, 10))
+	schemas.CopyCommandHeaders(out.Header, d.msg.Headers(), "")
+	out.Header.Set(schemas.HeaderCommandID, d.id)
+	out.Header.Set(schemas.HeaderCommandType, d.ctype)
+	out.Header.Set(schemas.HeaderErrorCode, cause.Code)
+	out.Header.Set(schemas.HeaderErrorMessage, dlqHeaderValue(cause.Message))
+	out.Header.Set(schemas.HeaderDeliveries, strconv.FormatUint(d.number, 10))
 	// One copy per run of the command: a replay that fails again is copied
 	// again, not dropped as a duplicate of the first copy.
 	id := "dlq/" + d.id
@@ -795,7 +786,7 @@ func (s *Service) deadLetter(ctx context.Context, d *delivery, rec *record, rev 
 	s.metrics.DeadLetters.WithLabelValues(metricType(d.ctype)).Inc()
 	d.log.Warn("dead-lettered", "error_code", cause.Code, "attempts", rec.Attempts)
 	rec.DeadLettered = true
-	return s.conclude(ctx, d, rec, rev, execution{outcome: publisher.Failed, err: &cause})
+	return s.conclude(ctx, d, rec, rev, execution{outcome: schemas.Failed, err: &cause})
 }
 
 // dlqHeaderValue keeps an error message fit for a header: control
@@ -827,7 +818,7 @@ func logOutcome(d *delivery, ex execution, attempts int) {
 		attrs = append(attrs, "error_code", ex.err.Code, "error", ex.err.Message)
 	}
 	switch ex.outcome {
-	case publisher.Succeeded:
+	case schemas.Succeeded:
 		d.log.Info("command succeeded", attrs...)
 	default:
 		d.log.Warn("command "+string(ex.outcome), attrs...)

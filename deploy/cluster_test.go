@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
@@ -715,7 +716,7 @@ func TestClusterDeployment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if id, code := m.Header.Get(consumer.HeaderDLQCommandID), m.Header.Get(consumer.HeaderDLQErrorCode); id != cmds[0].id || code != "SYSTEM_ERROR" {
+			if id, code := m.Header.Get(schemas.HeaderCommandID), m.Header.Get(schemas.HeaderErrorCode); id != cmds[0].id || code != "SYSTEM_ERROR" {
 				t.Errorf("dead letter of %q (%s), want %s (SYSTEM_ERROR)", id, code, cmds[0].id)
 			}
 		}

@@ -1,11 +1,15 @@
 package publisher
 
-import "context"
+import (
+	"context"
+
+	"github.com/wxcancel/wxcancel/schemas"
+)
 
 // CopiedRevision is the revision of the record of resource/key in t's copy
 // of its bucket (see Follow), 0 when the copy has none it trusts.
-func CopiedRevision(t *StatusTracker, resource, key string) uint64 {
-	rec, ok := t.copy.Load().lookup(resource + "." + EncodeToken(key))
+func CopiedRevision(t *StatusTracker, resource schemas.Resource, key string) uint64 {
+	rec, ok := t.copy.Load().lookup(string(resource) + "." + schemas.EncodeToken(key))
 	if !ok {
 		return 0
 	}
@@ -25,8 +29,8 @@ func CopiedRecords(t *StatusTracker) int {
 
 // TakeTurn holds the turn of resource/key in t, as an observation of it
 // does, until done is called.
-func TakeTurn(t *StatusTracker, resource, key string) (done func()) {
-	done, err := t.turns.take(context.Background(), resource+"."+EncodeToken(key))
+func TakeTurn(t *StatusTracker, resource schemas.Resource, key string) (done func()) {
+	done, err := t.turns.take(context.Background(), string(resource)+"."+schemas.EncodeToken(key))
 	if err != nil {
 		panic(err) // a background context does not end
 	}

@@ -5,28 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+
+	"github.com/wxcancel/wxcancel/schemas"
 )
-
-// Outcome is how a command ended (contract §4.1).
-type Outcome string
-
-// The outcomes of a command.
-const (
-	// Succeeded: WeChat Pay answered 2xx with a valid signature, or a query
-	// proved that the command took effect (reconciled).
-	Succeeded Outcome = "succeeded"
-	// Failed: a non-retryable WeChat Pay error, a response whose signature
-	// does not verify, or retries exhausted.
-	Failed Outcome = "failed"
-	// Rejected: the command itself is invalid; no request was sent.
-	Rejected Outcome = "rejected"
-)
-
-// CodeInvalidCommand is the error code of every rejected outcome.
-const CodeInvalidCommand = "INVALID_COMMAND"
 
 // OutcomeData is the data of an outcome event. [Publisher.NewOutcome] writes
-// it in the shape of the outcome (contract §4.1):
+// it in the shape of the outcome (docs/interface.md, Outcome events):
 //
 //	succeeded: {command_id, command_type, attempts, result, reconciled?}
 //	failed:    {command_id, command_type, attempts, error: {code, message, http_status, detail?, request_id?}}
@@ -75,18 +59,7 @@ type ErrorData struct {
 	RequestID string `json:"request_id,omitempty"`
 	// Violations lists why a command was rejected (rejected only; always
 	// written for rejected, as an array).
-	Violations []Violation `json:"violations,omitempty"`
-}
-
-// Violation is one reason a command was rejected.
-type Violation struct {
-	// Field is the JSON field name, or "" for the body as a whole; always
-	// written.
-	Field string `json:"field"`
-	// Rule names the rule that was broken (required, max, …).
-	Rule string `json:"rule"`
-	// Message is a human-readable description.
-	Message string `json:"message"`
+	Violations []schemas.Violation `json:"violations,omitempty"`
 }
 
 // The wire shapes of the outcome data, one per outcome.
@@ -118,14 +91,14 @@ type (
 		Error       rejectedError `json:"error"`
 	}
 	rejectedError struct {
-		Code       string      `json:"code"`
-		Message    string      `json:"message"`
-		Violations []Violation `json:"violations"`
+		Code       string              `json:"code"`
+		Message    string              `json:"message"`
+		Violations []schemas.Violation `json:"violations"`
 	}
 )
 
 // NewOutcome builds the outcome event of a command: subject
-// <prefix>.evt.<type>.<outcome> (the type encoded with [EncodeToken]), type
+// <prefix>.evt.<type>.<outcome> (the type encoded with [schemas.EncodeToken]), type
 // wxpay.<type>.<outcome>, subject attribute the command id, id
 // "outcome/<command id>" (so a republish is a duplicate), time now.
 // traceparent, when not empty, must be a W3C traceparent; it becomes the
@@ -140,7 +113,7 @@ type (
 // Reconciled, Detail or RequestID where the outcome has none; rejected with
 // attempts or a code other than INVALID_COMMAND (an empty code is filled
 // in); Result or Detail that is not JSON; or ids that disagree with data.
-func (p *Publisher) NewOutcome(commandType, commandID string, outcome Outcome, data OutcomeData, traceparent string) (Message, error) {
+func (p *Publisher) NewOutcome(commandType, commandID string, outcome schemas.Outcome, data OutcomeData, traceparent string) (Message, error) {
 	for _, f := range []struct{ what, value string }{{"command type", commandType}, {"command id", commandID}} {
 		if problem := nameProblem(f.what, f.value); problem != "" {
 			return Message{}, fmt.Errorf("%w: %s", ErrInvalidEvent, problem)
@@ -167,7 +140,7 @@ func (p *Publisher) NewOutcome(commandType, commandID string, outcome Outcome, d
 	if err != nil {
 		return Message{}, fmt.Errorf("%w: encoding the %s data of command %s: %w", ErrInvalidEvent, outcome, commandID, err)
 	}
-	token := EncodeToken(commandType)
+	token := schemas.EncodeToken(commandType)
 	id := "outcome/" + commandID
 	if data.Replay > 0 {
 		id += "/replay-" + strconv.Itoa(data.Replay)
@@ -184,14 +157,14 @@ func (p *Publisher) NewOutcome(commandType, commandID string, outcome Outcome, d
 
 // outcomeWire checks data against outcome and returns it in the outcome's
 // shape.
-func outcomeWire(outcome Outcome, d OutcomeData) (any, error) {
+func outcomeWire(outcome schemas.Outcome, d OutcomeData) (any, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s outcome of command %s: %s", ErrInvalidEvent, outcome, d.CommandID, fmt.Sprintf(format, args...))
 	}
-	if outcome != Succeeded && outcome != Failed && outcome != Rejected {
-		return nil, fmt.Errorf("%w: outcome %q is not %s, %s or %s", ErrInvalidEvent, outcome, Succeeded, Failed, Rejected)
+	if outcome != schemas.Succeeded && outcome != schemas.Failed && outcome != schemas.Rejected {
+		return nil, fmt.Errorf("%w: outcome %q is not %s, %s or %s", ErrInvalidEvent, outcome, schemas.Succeeded, schemas.Failed, schemas.Rejected)
 	}
-	if outcome != Succeeded {
+	if outcome != schemas.Succeeded {
 		switch {
 		case d.Error == nil:
 			return nil, bad("error is required")
@@ -199,12 +172,12 @@ func outcomeWire(outcome Outcome, d OutcomeData) (any, error) {
 			return nil, bad("result is only for succeeded")
 		case d.Reconciled:
 			return nil, bad("reconciled is only for succeeded")
-		case d.Error.Code == "" && outcome != Rejected:
+		case d.Error.Code == "" && outcome != schemas.Rejected:
 			return nil, bad("error code is required")
 		}
 	}
 	switch outcome {
-	case Succeeded:
+	case schemas.Succeeded:
 		if d.Error != nil {
 			return nil, bad("a succeeded outcome has no error (code %s)", d.Error.Code)
 		}
@@ -213,23 +186,23 @@ func outcomeWire(outcome Outcome, d OutcomeData) (any, error) {
 			result = json.RawMessage("null")
 		}
 		return succeededData{CommandID: d.CommandID, CommandType: d.CommandType, Attempts: d.Attempts, Result: result, Reconciled: d.Reconciled}, nil
-	case Rejected:
+	case schemas.Rejected:
 		e := d.Error
 		switch {
 		case d.Attempts != 0:
 			return nil, bad("attempts must be 0 (no request is sent for an invalid command), not %d", d.Attempts)
-		case e.Code != "" && e.Code != CodeInvalidCommand:
-			return nil, bad("error code must be %s, not %s", CodeInvalidCommand, e.Code)
+		case e.Code != "" && e.Code != schemas.CodeInvalidCommand:
+			return nil, bad("error code must be %s, not %s", schemas.CodeInvalidCommand, e.Code)
 		case e.HTTPStatus != 0 || len(e.Detail) > 0 || e.RequestID != "":
 			return nil, bad("http_status, detail and request_id are only for failed")
 		}
 		vs := e.Violations
 		if vs == nil {
-			vs = []Violation{}
+			vs = []schemas.Violation{}
 		}
 		return rejectedData{CommandID: d.CommandID, CommandType: d.CommandType,
-			Error: rejectedError{Code: CodeInvalidCommand, Message: e.Message, Violations: vs}}, nil
-	default: // Failed
+			Error: rejectedError{Code: schemas.CodeInvalidCommand, Message: e.Message, Violations: vs}}, nil
+	default: // schemas.Failed
 		e := d.Error
 		switch {
 		case len(e.Violations) > 0:
@@ -252,7 +225,7 @@ func nameProblem(what, s string) string {
 	switch {
 	case s == "":
 		return what + " is empty"
-	case !HeaderSafe(s):
+	case !schemas.HeaderSafe(s):
 		return fmt.Sprintf("%s %q is not valid UTF-8 without control characters", what, s)
 	}
 	return ""

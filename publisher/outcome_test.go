@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 func TestOutcomeEvents(t *testing.T) {
@@ -16,7 +17,7 @@ func TestOutcomeEvents(t *testing.T) {
 	tests := []struct {
 		name        string
 		ctype, id   string
-		outcome     publisher.Outcome
+		outcome     schemas.Outcome
 		data        publisher.OutcomeData
 		traceparent string
 		subject     string // stored subject
@@ -24,7 +25,7 @@ func TestOutcomeEvents(t *testing.T) {
 		wantData    string
 	}{
 		{
-			name: "succeeded with a body", ctype: "validate-cancel", id: "cmd:2025.001", outcome: publisher.Succeeded,
+			name: "succeeded with a body", ctype: "validate-cancel", id: "cmd:2025.001", outcome: schemas.Succeeded,
 			data:        publisher.OutcomeData{Attempts: 2, Result: json.RawMessage(`{"sub_mchid":"1900000109","merchant_state":"NORMAL","note":"<&>"}`)},
 			traceparent: testTrace,
 			subject:     "wxt.evt.validate-cancel.succeeded", typ: "wxpay.validate-cancel.succeeded",
@@ -32,19 +33,19 @@ func TestOutcomeEvents(t *testing.T) {
 				"result":{"sub_mchid":"1900000109","merchant_state":"NORMAL","note":"<&>"}}`,
 		},
 		{
-			name: "succeeded 204: result is null, not absent", ctype: "cancel-applyment", id: "c-204", outcome: publisher.Succeeded,
+			name: "succeeded 204: result is null, not absent", ctype: "cancel-applyment", id: "c-204", outcome: schemas.Succeeded,
 			data:    publisher.OutcomeData{CommandID: "c-204", CommandType: "cancel-applyment", Attempts: 1},
 			subject: "wxt.evt.cancel-applyment.succeeded", typ: "wxpay.cancel-applyment.succeeded",
 			wantData: `{"command_id":"c-204","command_type":"cancel-applyment","attempts":1,"result":null}`,
 		},
 		{
-			name: "succeeded by reconciliation", ctype: "confirm-cancel", id: "c-rec", outcome: publisher.Succeeded,
+			name: "succeeded by reconciliation", ctype: "confirm-cancel", id: "c-rec", outcome: schemas.Succeeded,
 			data:    publisher.OutcomeData{Attempts: 4, Reconciled: true, Result: json.RawMessage(` {"cancel_state": "CANCELED"} `)},
 			subject: "wxt.evt.confirm-cancel.succeeded", typ: "wxpay.confirm-cancel.succeeded",
 			wantData: `{"command_id":"c-rec","command_type":"confirm-cancel","attempts":4,"result":{"cancel_state":"CANCELED"},"reconciled":true}`,
 		},
 		{
-			name: "failed with WeChat Pay's detail and request id", ctype: "confirm-cancel", id: "c-fail", outcome: publisher.Failed,
+			name: "failed with WeChat Pay's detail and request id", ctype: "confirm-cancel", id: "c-fail", outcome: schemas.Failed,
 			data: publisher.OutcomeData{Attempts: 1, Error: &publisher.ErrorData{
 				Code: "PARAM_ERROR", Message: "参数错误", HTTPStatus: 400,
 				Detail: json.RawMessage(`{"field":"confirm_time","location":"body"}`), RequestID: "08F0B5E0-1",
@@ -55,15 +56,15 @@ func TestOutcomeEvents(t *testing.T) {
 				"message":"参数错误","http_status":400,"detail":{"field":"confirm_time","location":"body"},"request_id":"08F0B5E0-1"}}`,
 		},
 		{
-			name: "failed without an HTTP answer: http_status 0 is written", ctype: "query-cancel-withdraw", id: "c-transport", outcome: publisher.Failed,
+			name: "failed without an HTTP answer: http_status 0 is written", ctype: "query-cancel-withdraw", id: "c-transport", outcome: schemas.Failed,
 			data:    publisher.OutcomeData{Attempts: 15, Error: &publisher.ErrorData{Code: "TRANSPORT_ERROR", Message: "no answer"}},
 			subject: "wxt.evt.query-cancel-withdraw.failed", typ: "wxpay.query-cancel-withdraw.failed",
 			wantData: `{"command_id":"c-transport","command_type":"query-cancel-withdraw","attempts":15,
 				"error":{"code":"TRANSPORT_ERROR","message":"no answer","http_status":0}}`,
 		},
 		{
-			name: "rejected: violations with an empty field", ctype: "confirm-cancel", id: "c-rej", outcome: publisher.Rejected,
-			data: publisher.OutcomeData{Error: &publisher.ErrorData{Code: "INVALID_COMMAND", Message: "2 problems", Violations: []publisher.Violation{
+			name: "rejected: violations with an empty field", ctype: "confirm-cancel", id: "c-rej", outcome: schemas.Rejected,
+			data: publisher.OutcomeData{Error: &publisher.ErrorData{Code: "INVALID_COMMAND", Message: "2 problems", Violations: []schemas.Violation{
 				{Field: "confirm_time", Rule: "rfc3339", Message: "must be an RFC 3339 time"},
 				{Field: "", Rule: "unknown_field", Message: "unknown field \"x\""},
 			}}},
@@ -73,14 +74,14 @@ func TestOutcomeEvents(t *testing.T) {
 				{"field":"","rule":"unknown_field","message":"unknown field \"x\""}]}}`,
 		},
 		{
-			name: "rejected without violations: an empty array, code filled in", ctype: "no-such-type", id: "seq-42", outcome: publisher.Rejected,
+			name: "rejected without violations: an empty array, code filled in", ctype: "no-such-type", id: "seq-42", outcome: schemas.Rejected,
 			data:    publisher.OutcomeData{Error: &publisher.ErrorData{Message: "unsupported command type"}},
 			subject: "wxt.evt.no-such-type.rejected", typ: "wxpay.no-such-type.rejected",
 			wantData: `{"command_id":"seq-42","command_type":"no-such-type","attempts":0,
 				"error":{"code":"INVALID_COMMAND","message":"unsupported command type","violations":[]}}`,
 		},
 		{
-			name: "a type that is not a subject token is encoded", ctype: "a.b*c", id: "c-odd", outcome: publisher.Rejected,
+			name: "a type that is not a subject token is encoded", ctype: "a.b*c", id: "c-odd", outcome: schemas.Rejected,
 			data:    publisher.OutcomeData{Error: &publisher.ErrorData{Code: "INVALID_COMMAND", Message: "unsupported command type"}},
 			subject: "wxt.evt.a=2Eb=2Ac.rejected", typ: "wxpay.a=2Eb=2Ac.rejected",
 			wantData: `{"command_id":"c-odd","command_type":"a.b*c","attempts":0,
@@ -141,39 +142,39 @@ func TestNewOutcomeRejectsInconsistentData(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
 	failure := &publisher.ErrorData{Code: "SYSTEM_ERROR", Message: "busy", HTTPStatus: 500}
-	invalid := &publisher.ErrorData{Code: "INVALID_COMMAND", Message: "bad", Violations: []publisher.Violation{{Field: "x", Rule: "required", Message: "m"}}}
+	invalid := &publisher.ErrorData{Code: "INVALID_COMMAND", Message: "bad", Violations: []schemas.Violation{{Field: "x", Rule: "required", Message: "m"}}}
 	tests := []struct {
 		name        string
 		ctype, id   string
-		outcome     publisher.Outcome
+		outcome     schemas.Outcome
 		data        publisher.OutcomeData
 		traceparent string
 	}{
 		{"unknown outcome", "validate-cancel", "c1", "retry", publisher.OutcomeData{}, ""},
 		{"empty outcome", "validate-cancel", "c1", "", publisher.OutcomeData{Error: failure}, ""},
-		{"empty command id", "validate-cancel", "", publisher.Succeeded, publisher.OutcomeData{}, ""},
-		{"empty command type", "", "c1", publisher.Succeeded, publisher.OutcomeData{}, ""},
-		{"control character in the id", "validate-cancel", "c1\r\nX: y", publisher.Succeeded, publisher.OutcomeData{}, ""},
-		{"invalid UTF-8 in the type", "validate\xff", "c1", publisher.Succeeded, publisher.OutcomeData{}, ""},
-		{"data names another command", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{CommandID: "c2"}, ""},
-		{"data names another type", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{CommandType: "confirm-cancel"}, ""},
-		{"negative attempts", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{Attempts: -1}, ""},
-		{"succeeded with an error", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{Error: failure}, ""},
-		{"succeeded with a result that is not JSON", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{Result: json.RawMessage(`{"a":`)}, ""},
-		{"failed without an error", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Attempts: 1}, ""},
-		{"failed without a code", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Error: &publisher.ErrorData{Message: "m"}}, ""},
-		{"failed with a result", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Error: failure, Result: json.RawMessage(`{}`)}, ""},
-		{"failed and reconciled", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Error: failure, Reconciled: true}, ""},
-		{"failed with violations", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Error: invalid}, ""},
-		{"failed with a status that is not HTTP", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "X", HTTPStatus: 1000}}, ""},
-		{"failed with a detail that is not JSON", "validate-cancel", "c1", publisher.Failed, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "X", HTTPStatus: 400, Detail: json.RawMessage(`nope`)}}, ""},
-		{"rejected without an error", "validate-cancel", "c1", publisher.Rejected, publisher.OutcomeData{}, ""},
-		{"rejected after requests", "validate-cancel", "c1", publisher.Rejected, publisher.OutcomeData{Attempts: 1, Error: invalid}, ""},
-		{"rejected with another code", "validate-cancel", "c1", publisher.Rejected, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "PARAM_ERROR"}}, ""},
-		{"rejected with an HTTP status", "validate-cancel", "c1", publisher.Rejected, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "INVALID_COMMAND", HTTPStatus: 400}}, ""},
-		{"malformed traceparent", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{}, "00-xyz"},
-		{"all-zero trace id", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{}, "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
-		{"traceparent with a header injection", "validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{}, testTrace + "\r\nX: y"},
+		{"empty command id", "validate-cancel", "", schemas.Succeeded, publisher.OutcomeData{}, ""},
+		{"empty command type", "", "c1", schemas.Succeeded, publisher.OutcomeData{}, ""},
+		{"control character in the id", "validate-cancel", "c1\r\nX: y", schemas.Succeeded, publisher.OutcomeData{}, ""},
+		{"invalid UTF-8 in the type", "validate\xff", "c1", schemas.Succeeded, publisher.OutcomeData{}, ""},
+		{"data names another command", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{CommandID: "c2"}, ""},
+		{"data names another type", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{CommandType: "confirm-cancel"}, ""},
+		{"negative attempts", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{Attempts: -1}, ""},
+		{"succeeded with an error", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{Error: failure}, ""},
+		{"succeeded with a result that is not JSON", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{Result: json.RawMessage(`{"a":`)}, ""},
+		{"failed without an error", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Attempts: 1}, ""},
+		{"failed without a code", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Error: &publisher.ErrorData{Message: "m"}}, ""},
+		{"failed with a result", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Error: failure, Result: json.RawMessage(`{}`)}, ""},
+		{"failed and reconciled", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Error: failure, Reconciled: true}, ""},
+		{"failed with violations", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Error: invalid}, ""},
+		{"failed with a status that is not HTTP", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "X", HTTPStatus: 1000}}, ""},
+		{"failed with a detail that is not JSON", "validate-cancel", "c1", schemas.Failed, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "X", HTTPStatus: 400, Detail: json.RawMessage(`nope`)}}, ""},
+		{"rejected without an error", "validate-cancel", "c1", schemas.Rejected, publisher.OutcomeData{}, ""},
+		{"rejected after requests", "validate-cancel", "c1", schemas.Rejected, publisher.OutcomeData{Attempts: 1, Error: invalid}, ""},
+		{"rejected with another code", "validate-cancel", "c1", schemas.Rejected, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "PARAM_ERROR"}}, ""},
+		{"rejected with an HTTP status", "validate-cancel", "c1", schemas.Rejected, publisher.OutcomeData{Error: &publisher.ErrorData{Code: "INVALID_COMMAND", HTTPStatus: 400}}, ""},
+		{"malformed traceparent", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, "00-xyz"},
+		{"all-zero trace id", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+		{"traceparent with a header injection", "validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, testTrace + "\r\nX: y"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,7 +192,7 @@ func TestNewOutcomeRejectsInconsistentData(t *testing.T) {
 func TestPublishErrors(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
-	ok, err := in.pub.NewOutcome("validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{}, "")
+	ok, err := in.pub.NewOutcome("validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := p.NewOutcome("validate-cancel", "c1", publisher.Succeeded, publisher.OutcomeData{}, "")
+	msg, err := p.NewOutcome("validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,10 +288,10 @@ func TestStored(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
 	ctx := t.Context()
-	outcome := func(id string, o publisher.Outcome) publisher.Message {
+	outcome := func(id string, o schemas.Outcome) publisher.Message {
 		t.Helper()
 		data := publisher.OutcomeData{}
-		if o == publisher.Failed {
+		if o == schemas.Failed {
 			data.Error = &publisher.ErrorData{Code: "SYSTEM_ERROR", Message: "x", HTTPStatus: 500}
 		}
 		m, err := in.pub.NewOutcome("validate-cancel", id, o, data, "")
@@ -299,13 +300,13 @@ func TestStored(t *testing.T) {
 		}
 		return m
 	}
-	early := outcome("s0", publisher.Succeeded)
+	early := outcome("s0", schemas.Succeeded)
 	if err := in.pub.Publish(ctx, early); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // stored times are the server's, in nanoseconds
 	since := time.Now()
-	a, other, b := outcome("s1", publisher.Succeeded), outcome("f1", publisher.Failed), outcome("s2", publisher.Succeeded)
+	a, other, b := outcome("s1", schemas.Succeeded), outcome("f1", schemas.Failed), outcome("s2", schemas.Succeeded)
 	for _, m := range []publisher.Message{a, other, b} {
 		if err := in.pub.Publish(ctx, m); err != nil {
 			t.Fatal(err)
@@ -321,7 +322,7 @@ func TestStored(t *testing.T) {
 		{"a later one on the subject", b, since, true},
 		{"on another subject", other, since, true},
 		{"stored before since", early, since, false},
-		{"never published", outcome("s3", publisher.Succeeded), since, false},
+		{"never published", outcome("s3", schemas.Succeeded), since, false},
 		{"since after everything", a, time.Now().Add(time.Minute), false},
 	}
 	for _, tt := range tests {

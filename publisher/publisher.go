@@ -1,5 +1,5 @@
 // Package publisher builds and publishes wxcancel's events: CloudEvents 1.0
-// in structured JSON mode on JetStream (contract §4). It makes the outcome
+// in structured JSON mode on JetStream (docs/interface.md, Events). It makes the outcome
 // event of a command ([Publisher.NewOutcome], [Publisher.Publish]) and tracks
 // the states of WeChat Pay resources across all instances, publishing a
 // status-change event exactly once per change ([StatusTracker]).
@@ -20,10 +20,11 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -43,28 +44,17 @@ var (
 	ErrPublish = errors.New("publisher: publishing an event failed")
 )
 
-// CloudEvents attributes and headers.
-const (
-	// SpecVersion is the CloudEvents specversion of every event.
-	SpecVersion = "1.0"
-	// ContentType is the Content-Type header of every published event
-	// (CloudEvents structured mode).
-	ContentType = "application/cloudevents+json"
-	// DataContentType is the datacontenttype attribute of every event.
-	DataContentType = "application/json"
-	// HeaderContentType is the NATS header carrying [ContentType].
-	HeaderContentType = "Content-Type"
-	// HeaderTraceparent is the NATS header carrying the W3C traceparent.
-	// NATS headers are case-sensitive: it is lower case, as W3C writes it.
-	HeaderTraceparent = "traceparent"
-	// TimeFormat is the layout of the time attribute and of observed_at:
-	// RFC 3339 in UTC with nanoseconds, always written with nine digits.
-	TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
-	// typeNamespace is the first part of every event type. It is fixed: the
-	// subject prefix is a deployment choice, the event type is part of the
-	// contract.
-	typeNamespace = "wxpay"
-)
+// TimeFormat is the layout of the time attribute and of observed_at: RFC
+// 3339 in UTC with nanoseconds, always written with nine digits.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// typeNamespace is the first part of every event type. It is fixed: the
+// subject prefix is a deployment choice, the event type is part of the
+// contract.
+const typeNamespace = "wxpay"
+
+// headerContentType is the NATS header carrying the event's content type.
+const headerContentType = "Content-Type"
 
 // DefaultPrefix is the subject prefix used when [Config.Prefix] is empty.
 const DefaultPrefix = "wxpay"
@@ -172,11 +162,11 @@ type Event struct {
 
 // Outcome returns the outcome an outcome event announces (the last token of
 // its type), or "" for a status-change event.
-func (e Event) Outcome() Outcome {
-	if e.Type == TypeStatusChanged {
+func (e Event) Outcome() schemas.Outcome {
+	if e.Type == schemas.EventTypeStatusChanged {
 		return ""
 	}
-	return Outcome(e.Type[strings.LastIndexByte(e.Type, '.')+1:])
+	return schemas.Outcome(e.Type[strings.LastIndexByte(e.Type, '.')+1:])
 }
 
 // Message is a finished event, ready to publish and to republish: store it
@@ -210,16 +200,16 @@ func (p *Publisher) publish(ctx context.Context, m Message) (*jetstream.PubAck, 
 	switch {
 	case m.Subject == "" || m.ID == "" || len(m.Data) == 0:
 		return nil, fmt.Errorf("%w: a message needs a subject, an id and data", ErrInvalidEvent)
-	case !HeaderSafe(m.ID):
+	case !schemas.HeaderSafe(m.ID):
 		return nil, fmt.Errorf("%w: event id %q cannot be sent as a header", ErrInvalidEvent, m.ID)
-	case m.Traceparent != "" && !ValidTraceparent(m.Traceparent):
+	case m.Traceparent != "" && !schemas.ValidTraceparent(m.Traceparent):
 		return nil, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, m.Traceparent)
 	}
 	msg := nats.NewMsg(m.Subject)
 	msg.Data = m.Data
-	msg.Header.Set(HeaderContentType, ContentType)
+	msg.Header.Set(headerContentType, schemas.EventContentType)
 	if m.Traceparent != "" {
-		msg.Header.Set(HeaderTraceparent, m.Traceparent)
+		msg.Header.Set(schemas.HeaderTraceparent, m.Traceparent)
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
 	if err != nil {
@@ -230,10 +220,10 @@ func (p *Publisher) publish(ctx context.Context, m Message) (*jetstream.PubAck, 
 
 // message completes ev with the attributes every event shares and encodes it.
 func (p *Publisher) message(subject string, ev Event) (Message, error) {
-	ev.SpecVersion = SpecVersion
+	ev.SpecVersion = schemas.SpecVersion
 	ev.Source = p.source
-	ev.DataContentType = DataContentType
-	if ev.Traceparent != "" && !ValidTraceparent(ev.Traceparent) {
+	ev.DataContentType = schemas.DataContentType
+	if ev.Traceparent != "" && !schemas.ValidTraceparent(ev.Traceparent) {
 		return Message{}, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, ev.Traceparent)
 	}
 	b, err := json.Marshal(ev)
@@ -245,33 +235,6 @@ func (p *Publisher) message(subject string, ev Event) (Message, error) {
 
 // now is the event time: the clock in UTC, in TimeFormat.
 func (p *Publisher) now() string { return p.clock().UTC().Format(TimeFormat) }
-
-// traceparentPattern is a W3C trace-context traceparent
-// (https://www.w3.org/TR/trace-context/#traceparent-header): version 00-fe,
-// a non-zero trace id and a non-zero parent id, lower-case hex.
-var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
-
-// ValidTraceparent reports whether s is a traceparent events may carry:
-// readers of a command's headers use it to decide whether to keep one.
-func ValidTraceparent(s string) bool {
-	return traceparentPattern.MatchString(s) && s[:2] != "ff" &&
-		s[3:35] != "00000000000000000000000000000000" && s[36:52] != "0000000000000000"
-}
-
-// HeaderSafe reports whether s can be a NATS header value and a JSON string
-// unchanged: valid UTF-8 without control characters. Command types and ids
-// must be, or [Publisher.NewOutcome] refuses them.
-func HeaderSafe(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
-}
 
 // Stored reports whether events, the events stream, holds m, an event first
 // published at or after since. Nothing indexes a stream by message id past

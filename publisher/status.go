@@ -6,29 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// Resources whose states are tracked (contract §4.2).
-const (
-	// ResourceMerchant: key sub_mchid, state "<merchant_state>/<validate_result>".
-	ResourceMerchant = "merchant"
-	// ResourceCancelWithdraw: key applyment_id, state cancel_state.
-	ResourceCancelWithdraw = "cancel-withdraw"
-	// ResourceCancelApplication: key out_apply_no, state cancel_state.
-	ResourceCancelApplication = "cancel-application"
-	// ResourceApplyment: key business_code, else applyment_id; state
-	// CANCELED after a successful cancel-applyment.
-	ResourceApplyment = "applyment"
+	"github.com/wxcancel/wxcancel/schemas"
 )
-
-// TypeStatusChanged is the type of every status-change event.
-const TypeStatusChanged = typeNamespace + ".status.changed"
 
 // ErrContention is matched by the error of an Observe that lost the
 // compare-and-set of a status record to other writers too many times in a
@@ -44,11 +31,11 @@ const maxRounds = 32
 // Observation is the state of a resource as one WeChat Pay answer revealed
 // it.
 type Observation struct {
-	// Resource is one of the Resource constants (required).
-	Resource string `json:"resource"`
+	// Resource is one of [schemas.Resources] (required).
+	Resource schemas.Resource `json:"resource"`
 	// Key identifies the resource (required): sub_mchid, applyment_id,
 	// out_apply_no or business_code. Any text; it is encoded with
-	// [EncodeToken] where it becomes a subject token or a KV key.
+	// [schemas.EncodeToken] where it becomes a subject token or a KV key.
 	Key string `json:"key"`
 	// SubMchid is the sub-merchant the resource belongs to, when known.
 	SubMchid string `json:"sub_mchid,omitempty"`
@@ -74,8 +61,8 @@ type Observation struct {
 
 // StatusData is the data of a status-change event.
 type StatusData struct {
-	Resource string `json:"resource"`
-	Key      string `json:"key"`
+	Resource schemas.Resource `json:"resource"`
+	Key      string           `json:"key"`
 	// SubMchid is omitted when unknown.
 	SubMchid string `json:"sub_mchid,omitempty"`
 	// PreviousState is omitted when the resource is seen for the first time.
@@ -91,7 +78,7 @@ type StatusData struct {
 // StatusTracker remembers the last state seen of each resource in a
 // JetStream KV bucket shared by all instances and publishes a
 // wxpay.status.changed event on <prefix>.evt.status.<resource>.<key> (key
-// encoded with [EncodeToken]) whenever an observation reveals a different
+// encoded with [schemas.EncodeToken]) whenever an observation reveals a different
 // one. Create it with [Publisher.StatusTracker]; it is safe for concurrent
 // use, and any number of instances may share the bucket.
 //
@@ -210,10 +197,10 @@ func (p *Publisher) StatusTracker(kv jetstream.KeyValue, events jetstream.Stream
 
 // statusRecord is the value of a resource's key in the status bucket.
 type statusRecord struct {
-	Resource string `json:"resource"`
-	Key      string `json:"key"`
-	SubMchid string `json:"sub_mchid,omitempty"`
-	State    string `json:"state"`
+	Resource schemas.Resource `json:"resource"`
+	Key      string           `json:"key"`
+	SubMchid string           `json:"sub_mchid,omitempty"`
+	State    string           `json:"state"`
 	// ModifiedAt is the newest modification time seen of the resource.
 	ModifiedAt time.Time `json:"modified_at,omitzero"`
 	// Event announces State; its id comes from the revision the record was
@@ -256,7 +243,7 @@ func (t *StatusTracker) Observe(ctx context.Context, ob Observation) (changed bo
 	if err := ob.check(); err != nil {
 		return false, err
 	}
-	key := ob.Resource + "." + EncodeToken(ob.Key)
+	key := string(ob.Resource) + "." + schemas.EncodeToken(ob.Key)
 	if t.copied(key, ob) {
 		return false, nil
 	}
@@ -401,11 +388,8 @@ func (ob Observation) check() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: observation of %s/%s: %s", ErrInvalidEvent, ob.Resource, ob.Key, fmt.Sprintf(format, args...))
 	}
-	switch ob.Resource {
-	case ResourceMerchant, ResourceCancelWithdraw, ResourceCancelApplication, ResourceApplyment:
-	default:
-		return bad("resource %q is not %s, %s, %s or %s", ob.Resource,
-			ResourceMerchant, ResourceCancelWithdraw, ResourceCancelApplication, ResourceApplyment)
+	if !slices.Contains(schemas.Resources(), ob.Resource) {
+		return bad("resource %q is not one of %v", ob.Resource, schemas.Resources())
 	}
 	for _, f := range []struct{ name, value string }{{"key", ob.Key}, {"state", ob.State}, {"command id", ob.CommandID}} {
 		if problem := nameProblem(f.name, f.value); problem != "" {
@@ -413,9 +397,9 @@ func (ob Observation) check() error {
 		}
 	}
 	switch {
-	case ob.SubMchid != "" && !HeaderSafe(ob.SubMchid):
+	case ob.SubMchid != "" && !schemas.HeaderSafe(ob.SubMchid):
 		return bad("sub_mchid is not valid UTF-8 without control characters")
-	case ob.Traceparent != "" && !ValidTraceparent(ob.Traceparent):
+	case ob.Traceparent != "" && !schemas.ValidTraceparent(ob.Traceparent):
 		return bad("traceparent %q is not a W3C traceparent", ob.Traceparent)
 	case len(bytes.TrimSpace(ob.Snapshot)) > 0 && !json.Valid(ob.Snapshot):
 		return bad("the snapshot is not JSON")
@@ -461,11 +445,11 @@ func (t *StatusTracker) change(rec *statusRecord, ob Observation) (*statusRecord
 
 // message is the event of rec, written at revision rev.
 func (t *StatusTracker) message(rec *statusRecord, rev uint64) (Message, error) {
-	token := EncodeToken(rec.Key)
-	return t.p.message(t.p.prefix+".evt.status."+rec.Resource+"."+token, Event{
-		ID:          "status/" + rec.Resource + "/" + token + "/" + strconv.FormatUint(rev, 10),
-		Type:        TypeStatusChanged,
-		Subject:     rec.Resource + "/" + rec.Key,
+	token := schemas.EncodeToken(rec.Key)
+	return t.p.message(t.p.prefix+".evt.status."+string(rec.Resource)+"."+token, Event{
+		ID:          "status/" + string(rec.Resource) + "/" + token + "/" + strconv.FormatUint(rev, 10),
+		Type:        schemas.EventTypeStatusChanged,
+		Subject:     string(rec.Resource) + "/" + rec.Key,
 		Time:        rec.Event.Time,
 		Traceparent: rec.Event.Traceparent,
 		Data:        rec.Event.Data,

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 var t0 = time.Date(2025, 3, 1, 10, 0, 0, 0, time.FixedZone("CST", 8*3600))
@@ -23,7 +24,7 @@ var t0 = time.Date(2025, 3, 1, 10, 0, 0, 0, time.FixedZone("CST", 8*3600))
 // withdrawal is an observation of a cancel-withdraw application.
 func withdrawal(key, state string, modified time.Time, command string) publisher.Observation {
 	return publisher.Observation{
-		Resource: publisher.ResourceCancelWithdraw, Key: key, SubMchid: "1900000201", State: state, ModifiedAt: modified,
+		Resource: schemas.ResourceCancelWithdraw, Key: key, SubMchid: "1900000201", State: state, ModifiedAt: modified,
 		Snapshot:  json.RawMessage(fmt.Sprintf(`{"applyment_id":%q,"cancel_state":%q}`, key, state)),
 		CommandID: command,
 	}
@@ -136,7 +137,7 @@ func TestStatusEventShape(t *testing.T) {
 	}{
 		{
 			name: "merchant, with a traceparent",
-			ob: publisher.Observation{Resource: publisher.ResourceMerchant, Key: "1900000201", SubMchid: "1900000201",
+			ob: publisher.Observation{Resource: schemas.ResourceMerchant, Key: "1900000201", SubMchid: "1900000201",
 				State: "NORMAL/ALLOW_CANCEL_WITHDRAW", Snapshot: json.RawMessage(`{"merchant_state":"NORMAL","validate_result":"ALLOW_CANCEL_WITHDRAW"}`),
 				CommandID: "cmd:1", Traceparent: testTrace},
 			subject: "wxt.evt.status.merchant.1900000201", ceSubj: "merchant/1900000201",
@@ -145,13 +146,13 @@ func TestStatusEventShape(t *testing.T) {
 		},
 		{
 			name:    "applyment: no sub_mchid, no snapshot (204)",
-			ob:      publisher.Observation{Resource: publisher.ResourceApplyment, Key: "APPLY_1", State: "CANCELED", CommandID: "c.2"},
+			ob:      publisher.Observation{Resource: schemas.ResourceApplyment, Key: "APPLY_1", State: "CANCELED", CommandID: "c.2"},
 			subject: "wxt.evt.status.applyment.APPLY_1", ceSubj: "applyment/APPLY_1",
 			wantData: `{"resource":"applyment","key":"APPLY_1","state":"CANCELED","observed_at":"` + testNowText + `","command_id":"c.2","snapshot":null}`,
 		},
 		{
 			name: "cancel-application, a key that is not a subject token",
-			ob: publisher.Observation{Resource: publisher.ResourceCancelApplication, Key: "out:1.2 >*", State: "REVIEWING",
+			ob: publisher.Observation{Resource: schemas.ResourceCancelApplication, Key: "out:1.2 >*", State: "REVIEWING",
 				Snapshot: json.RawMessage(`{"cancel_state":"REVIEWING"}`), CommandID: "c3"},
 			subject: "wxt.evt.status.cancel-application.out=3A1=2E2=20=3E=2A", ceSubj: "cancel-application/out:1.2 >*",
 			wantData: `{"resource":"cancel-application","key":"out:1.2 >*","state":"REVIEWING","observed_at":"` + testNowText + `",
@@ -326,14 +327,14 @@ func TestStatusTurnWaitEndsWithContext(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
 	const key = "2000000004"
-	done := publisher.TakeTurn(in.tracker, publisher.ResourceCancelWithdraw, key)
+	done := publisher.TakeTurn(in.tracker, schemas.ResourceCancelWithdraw, key)
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	ob := withdrawal(key, "WAITING_MERCHANT_CONFIRM", t0, "c1")
 	if _, err := in.tracker.Observe(ctx, ob); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Observe while the turn is taken = %v, want the context's end", err)
 	}
-	if _, err := e.kv.Get(t.Context(), publisher.ResourceCancelWithdraw+"."+key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := e.kv.Get(t.Context(), string(schemas.ResourceCancelWithdraw)+"."+key); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("the record was written while the observation waited: %v", err)
 	}
 	done()

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 // countingKV is the real bucket, counting the reads and the creations made
@@ -57,7 +58,7 @@ func (e *env) counted(t *testing.T) (*instance, *countingKV) {
 // revision is the revision of the record of the cancel-withdraw key.
 func (e *env) revision(t *testing.T, key string) uint64 {
 	t.Helper()
-	got, err := e.kv.Get(t.Context(), publisher.ResourceCancelWithdraw+"."+key)
+	got, err := e.kv.Get(t.Context(), string(schemas.ResourceCancelWithdraw)+"."+key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +69,10 @@ func (e *env) revision(t *testing.T, key string) uint64 {
 func waitCopied(t *testing.T, tr *publisher.StatusTracker, key string, rev uint64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for publisher.CopiedRevision(tr, publisher.ResourceCancelWithdraw, key) != rev {
+	for publisher.CopiedRevision(tr, schemas.ResourceCancelWithdraw, key) != rev {
 		if time.Now().After(deadline) {
 			t.Fatalf("the copy has revision %d of %s, want %d",
-				publisher.CopiedRevision(tr, publisher.ResourceCancelWithdraw, key), key, rev)
+				publisher.CopiedRevision(tr, schemas.ResourceCancelWithdraw, key), key, rev)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -177,7 +178,7 @@ func TestFollowReconnect(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := publisher.CopiedRevision(b.tracker, publisher.ResourceCancelWithdraw, key); got != 0 {
+	if got := publisher.CopiedRevision(b.tracker, schemas.ResourceCancelWithdraw, key); got != 0 {
 		t.Errorf("after the reconnection the copy still has revision %d", got)
 	}
 	reads := bkv.gets.Load()
@@ -185,7 +186,7 @@ func TestFollowReconnect(t *testing.T) {
 	if bkv.gets.Load() == reads {
 		t.Error("the observation after the reconnection was decided without reading the bucket")
 	}
-	if got := publisher.CopiedRevision(b.tracker, publisher.ResourceCancelWithdraw, key); got != rev {
+	if got := publisher.CopiedRevision(b.tracker, schemas.ResourceCancelWithdraw, key); got != rev {
 		t.Errorf("the read did not refill the copy: revision %d, want %d", got, rev)
 	}
 }

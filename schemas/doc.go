@@ -62,4 +62,8 @@
 // status-change events (wxpay.status.changed) are CloudEvents 1.0 in
 // structured JSON mode; events/outcome.json and events/status.json define
 // them, and [Outcome], [Resource] and the Code constants name their values.
+// The dead-letter header names, the encoding of names into subject tokens
+// and KV keys ([EncodeToken]) and the checks of what may travel in a header
+// ([HeaderSafe], [ValidTraceparent]) live here too, so that every package
+// of the service speaks of them with one word.
 package schemas

@@ -1,6 +1,9 @@
 package schemas
 
-import "slices"
+import (
+	"slices"
+	"strings"
+)
 
 // Outcome is how a command ended: the last token of an outcome event's
 // subject and type (contract §4.1).
@@ -89,3 +92,18 @@ const (
 	// HeaderDeliveries holds the number of deliveries, in decimal.
 	HeaderDeliveries = "Wxcancel-Deliveries"
 )
+
+// CopyCommandHeaders copies the headers of a command (src) into dst, but for
+// NATS's own control headers (Nats-Msg-Id, Nats-Expected-Stream, …) and
+// those whose name starts with skip (when skip is not empty). The control
+// headers were meant for the command's own publication: on a copy published
+// elsewhere (a dead letter, a replay) they would make JetStream refuse it,
+// or drop it as a duplicate. Values are copied, not shared.
+func CopyCommandHeaders(dst, src map[string][]string, skip string) {
+	for k, v := range src {
+		if strings.HasPrefix(k, "Nats-") || skip != "" && strings.HasPrefix(k, skip) {
+			continue
+		}
+		dst[k] = append([]string(nil), v...)
+	}
+}

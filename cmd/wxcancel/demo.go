@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -39,7 +40,7 @@ Flags:
 type demoStep struct {
 	ctype, id, note string
 	body            string
-	want            publisher.Outcome
+	want            schemas.Outcome
 }
 
 const demoSubMchid = "1900000109"
@@ -47,26 +48,26 @@ const demoSubMchid = "1900000109"
 func demoSteps() []demoStep {
 	return []demoStep{
 		{"validate-cancel", "demo-validate", "WeChat Pay answers SYSTEM_ERROR twice first; the service retries",
-			`{"sub_mchid":"` + demoSubMchid + `"}`, publisher.Succeeded},
+			`{"sub_mchid":"` + demoSubMchid + `"}`, schemas.Succeeded},
 		{"apply-cancel-withdraw", "demo-apply", "bank account and payee identity are encrypted before sending",
 			`{"sub_mchid":"` + demoSubMchid + `","out_request_no":"DEMO20261201001","withdraw":"APPLY_WITHDRAW",` +
 				`"payee_info":{"account_type":"ACCOUNT_TYPE_CORPORATE","bank_account_info":{"account_name":"深圳某某科技有限公司",` +
 				`"account_bank":"工商银行","bank_name":"中国工商银行股份有限公司深圳分行","account_number":"6222021234567890123"}}}`,
-			publisher.Succeeded},
+			schemas.Succeeded},
 		{"query-cancel-withdraw", "demo-query-1", "an application awaiting the merchant's confirmation",
-			`{"applyment_id":"2000001000000123"}`, publisher.Succeeded},
+			`{"applyment_id":"2000001000000123"}`, schemas.Succeeded},
 		{"confirm-cancel", "demo-confirm", "",
 			`{"applyment_id":"2000001000000123","sub_mchid":"` + demoSubMchid + `","operator_identification":"运营张三01",` +
-				`"confirm_time":"2026-12-01T10:00:00+08:00","cancel_contract_version":"V20241213"}`, publisher.Succeeded},
+				`"confirm_time":"2026-12-01T10:00:00+08:00","cancel_contract_version":"V20241213"}`, schemas.Succeeded},
 		{"query-cancel-withdraw", "demo-query-2", "the confirmation moved the application on",
-			`{"applyment_id":"2000001000000123"}`, publisher.Succeeded},
+			`{"applyment_id":"2000001000000123"}`, schemas.Succeeded},
 		{"query-cancel-application", "demo-old-flow", "an application of the old cancellation flow",
-			`{"out_apply_no":"DEMOOLD0001"}`, publisher.Succeeded},
+			`{"out_apply_no":"DEMOOLD0001"}`, schemas.Succeeded},
 		{"cancel-applyment", "demo-cancel-applyment", "WeChat Pay answers 204 No Content",
-			`{"business_code":"1900013511_10000"}`, publisher.Succeeded},
+			`{"business_code":"1900013511_10000"}`, schemas.Succeeded},
 		{"confirm-cancel", "demo-invalid", "invalid: confirm_time is not RFC 3339; nothing is sent to WeChat Pay",
 			`{"applyment_id":"2000001000000123","sub_mchid":"` + demoSubMchid + `","operator_identification":"运营张三01",` +
-				`"confirm_time":"yesterday","cancel_contract_version":"V20241213"}`, publisher.Rejected},
+				`"confirm_time":"yesterday","cancel_contract_version":"V20241213"}`, schemas.Rejected},
 	}
 }
 
@@ -180,7 +181,7 @@ func demoScript(ctx context.Context, a *app, js jetstream.JetStream, prefix stri
 }
 
 // awaitOutcome prints events as they come until the outcome of command id.
-func awaitOutcome(ctx context.Context, a *app, events <-chan *nats.Msg, id string, colour bool) (publisher.Outcome, error) {
+func awaitOutcome(ctx context.Context, a *app, events <-chan *nats.Msg, id string, colour bool) (schemas.Outcome, error) {
 	timeout := time.NewTimer(time.Minute)
 	defer timeout.Stop()
 	for {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 const eventsHelp = `Usage: wxcancel events [--json] [--since D] [--limit N] [FILTER]
@@ -107,7 +108,7 @@ func formatEvent(raw []byte, colour bool) string {
 	if t, err := time.Parse(time.RFC3339Nano, ev.Time); err == nil {
 		ts = t.Local().Format("15:04:05.000")
 	}
-	if ev.Type == publisher.TypeStatusChanged {
+	if ev.Type == schemas.EventTypeStatusChanged {
 		var d publisher.StatusData
 		_ = json.Unmarshal(ev.Data, &d)
 		from := d.PreviousState
@@ -144,9 +145,9 @@ func formatEvent(raw []byte, colour bool) string {
 func paintOutcome(paint func(code, s string) string, outcome string) string {
 	label := fmt.Sprintf("%-9s", outcome)
 	switch outcome {
-	case string(publisher.Succeeded):
+	case string(schemas.Succeeded):
 		return paint("32", label)
-	case string(publisher.Failed):
+	case string(schemas.Failed):
 		return paint("31", label)
 	default:
 		return paint("33", label)

@@ -111,7 +111,7 @@ func runSend(ctx context.Context, a *app, args []string) error {
 	}
 	pretty, _ := json.MarshalIndent(ev, "", "  ")
 	fmt.Fprintln(a.stdout, string(pretty))
-	if ev.Outcome() != publisher.Succeeded {
+	if ev.Outcome() != schemas.Succeeded {
 		return fmt.Errorf("command %s did not succeed (%s)", *id, ev.Type)
 	}
 	return nil
@@ -124,7 +124,7 @@ func runSend(ctx context.Context, a *app, args []string) error {
 func watchOutcome(ctx context.Context, js jetstream.JetStream, topo consumer.Topology, prefix, typ, id string) (<-chan *publisher.Event, error) {
 	out := make(chan *publisher.Event, 1)
 	oc, err := js.OrderedConsumer(ctx, topo.Events.Name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{prefix + ".evt." + publisher.EncodeToken(typ) + ".*"},
+		FilterSubjects: []string{prefix + ".evt." + schemas.EncodeToken(typ) + ".*"},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	})
 	if err != nil {

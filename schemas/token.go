@@ -1,14 +1,16 @@
-package publisher
+package schemas
 
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalidToken is matched by the error of [DecodeToken] for text that
 // [EncodeToken] cannot have produced.
-var ErrInvalidToken = errors.New("publisher: invalid encoded token")
+var ErrInvalidToken = errors.New("schemas: invalid encoded token")
 
 const upperHex = "0123456789ABCDEF"
 
@@ -106,3 +108,45 @@ func upperHexValue(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// HeaderTraceparent is the NATS header carrying a W3C traceparent, on
+// commands and on events. NATS headers are case-sensitive: it is lower case,
+// as W3C writes it.
+const HeaderTraceparent = "traceparent"
+
+// traceparentPattern is a W3C trace-context traceparent
+// (https://www.w3.org/TR/trace-context/#traceparent-header): version 00-fe,
+// a non-zero trace id and a non-zero parent id, lower-case hex.
+var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// ValidTraceparent reports whether s is a traceparent events may carry:
+// readers of a command's headers use it to decide whether to keep one.
+func ValidTraceparent(s string) bool {
+	return traceparentPattern.MatchString(s) && s[:2] != "ff" &&
+		s[3:35] != "00000000000000000000000000000000" && s[36:52] != "0000000000000000"
+}
+
+// HeaderSafe reports whether s can be a NATS header value and a JSON string
+// unchanged: valid UTF-8 without control characters. Command types and ids
+// must be, or no event can name them.
+func HeaderSafe(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxKeyLength is the longest resource key (an identifier WeChat Pay
+// returns) that status tracking takes into a subject.
+const MaxKeyLength = 128
+
+// ValidKey reports whether s, an identifier from a WeChat Pay answer, may
+// become a subject token and a KV key as it is: 1 to [MaxKeyLength]
+// characters matching [IdentifierPattern]. Anything else is not trusted
+// into a subject.
+func ValidKey(s string) bool { return len(s) <= MaxKeyLength && identifierRE.MatchString(s) }

@@ -1,4 +1,4 @@
-package publisher_test
+package schemas_test
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 )
 
 // kvKeyPattern is what JetStream accepts as a KV key; a subject token must
@@ -28,11 +28,11 @@ func TestEncodeToken(t *testing.T) {
 		{"=", "=3D"},
 	}
 	for _, tt := range tests {
-		got := publisher.EncodeToken(tt.in)
+		got := schemas.EncodeToken(tt.in)
 		if got != tt.want {
 			t.Errorf("EncodeToken(%q) = %q, want %q", tt.in, got, tt.want)
 		}
-		back, err := publisher.DecodeToken(got)
+		back, err := schemas.DecodeToken(got)
 		if err != nil || back != tt.in {
 			t.Errorf("DecodeToken(%q) = %q, %v", got, back, err)
 		}
@@ -50,7 +50,7 @@ func TestDecodeTokenRejectsNonCanonical(t *testing.T) {
 		"=G0",  // not hex
 		"é",    // not ASCII
 	} {
-		if got, err := publisher.DecodeToken(in); !errors.Is(err, publisher.ErrInvalidToken) {
+		if got, err := schemas.DecodeToken(in); !errors.Is(err, schemas.ErrInvalidToken) {
 			t.Errorf("DecodeToken(%q) = %q, %v; want ErrInvalidToken", in, got, err)
 		}
 	}
@@ -61,11 +61,11 @@ func FuzzTokenRoundTrip(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		enc := publisher.EncodeToken(s)
+		enc := schemas.EncodeToken(s)
 		if s != "" && !validToken(enc) {
 			t.Fatalf("EncodeToken(%q) = %q is not a valid KV key and subject token", s, enc)
 		}
-		dec, err := publisher.DecodeToken(enc)
+		dec, err := schemas.DecodeToken(enc)
 		if err != nil || dec != s {
 			t.Fatalf("DecodeToken(EncodeToken(%q)) = %q, %v", s, dec, err)
 		}
@@ -77,15 +77,15 @@ func FuzzDecodeToken(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		dec, err := publisher.DecodeToken(s)
+		dec, err := schemas.DecodeToken(s)
 		if err != nil {
-			if !errors.Is(err, publisher.ErrInvalidToken) {
+			if !errors.Is(err, schemas.ErrInvalidToken) {
 				t.Fatalf("DecodeToken(%q): error %v does not match ErrInvalidToken", s, err)
 			}
 			return
 		}
 		// Only canonical encodings decode: the encoding is a bijection.
-		if enc := publisher.EncodeToken(dec); enc != s {
+		if enc := schemas.EncodeToken(dec); enc != s {
 			t.Fatalf("DecodeToken(%q) = %q, which encodes to %q", s, dec, enc)
 		}
 	})
