@@ -14,14 +14,6 @@ import (
 	"github.com/wxcancel/wxcancel/wxpay"
 )
 
-// WeChat Pay error codes the service acts on (the seed documents); every
-// code is passed through to the outcome event as it comes.
-const (
-	codeRuleLimit = "RULE_LIMIT"
-	codeNoAuth    = "NO_AUTH"
-	codeNotFound  = "NOT_FOUND"
-)
-
 // outcomeRetry is the verdict of an execution whose transient failures
 // outlasted this delivery's retry budget: deliver again later.
 const outcomeRetry schemas.Outcome = "retry"
@@ -123,9 +115,9 @@ func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
 	})}
 }
 
-// verdict turns a call's error into an execution: retry for transient
-// failures (5xx, 429, no answer) and for a call cut short by shutdown, failed
-// for everything else.
+// verdict turns a call's error into an execution: retry for what
+// wxpay.Retryable says may succeed when repeated (5xx, 429, 202, no answer)
+// and for a call cut short by shutdown, failed for everything else.
 func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 	var ex execution
 	ex.add(res)
@@ -137,23 +129,16 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 	var sigErr *wxpay.SignatureError
 	switch {
 	case errors.As(err, &sigErr):
-		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeResponseSignatureInvalid, Message: sigErr.Error(), HTTPStatus: status}
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		// Checked before the API error: a call cancelled after a 5xx
 		// answer carries that answer, and must not fail the command.
 		ex.outcome = outcomeRetry
 		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: "cancelled by shutdown", HTTPStatus: status}
+		return ex
 	case errors.As(err, &apiErr):
 		ex.err = &publisher.ErrorData{Code: apiErr.Code, Message: apiErr.Message, HTTPStatus: apiErr.StatusCode, Detail: apiErr.Detail, RequestID: apiErr.RequestID}
-		ex.outcome = schemas.Failed
-		if wxpay.Retryable(err) {
-			ex.outcome = outcomeRetry
-		}
-	case errors.Is(err, wxpay.ErrResponseTooLarge):
-		ex.outcome = schemas.Failed
-		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: err.Error(), HTTPStatus: status}
-	case status >= 200 && status < 300:
+	case status >= 200 && status < 300 && !errors.Is(err, wxpay.ErrResponseTooLarge):
 		// A verified answer that does not decode into the documented
 		// shape: WeChat Pay did what was asked, so the command succeeded
 		// and the body is the result; only a body that is not JSON at all
@@ -162,16 +147,17 @@ func verdict(ctx context.Context, res *wxpay.Result, err error) execution {
 			ex.outcome, ex.result = schemas.Succeeded, json.RawMessage(res.Body)
 			return ex
 		}
-		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: "WeChat Pay answered " + strconv.Itoa(status) + " with a body that is not JSON", HTTPStatus: status}
 	case errors.Is(err, wxpay.ErrInvalidArgument):
 		// Validation runs before any request, so this is a bug; failing
 		// loudly beats retrying forever.
-		ex.outcome = schemas.Failed
 		ex.err = &publisher.ErrorData{Code: schemas.CodeInvalidCommand, Message: err.Error(), HTTPStatus: status}
-	default:
-		ex.outcome = outcomeRetry
+	default: // no usable answer: lost, cut short, too large
 		ex.err = &publisher.ErrorData{Code: schemas.CodeTransportError, Message: err.Error(), HTTPStatus: status}
+	}
+	ex.outcome = schemas.Failed
+	if wxpay.Retryable(err) {
+		ex.outcome = outcomeRetry
 	}
 	return ex
 }
@@ -277,7 +263,7 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 	if !(maybeSent(d, rec) || ex.ambiguous) || ctx.Err() != nil {
 		return ex
 	}
-	refusedAsDone := ex.err != nil && (ex.err.Code == codeRuleLimit || ex.err.Code == codeNoAuth)
+	refusedAsDone := ex.err != nil && (ex.err.Code == wxpay.CodeRuleLimit || ex.err.Code == wxpay.CodeNoAuth)
 	if !refusedAsDone && ex.outcome != outcomeRetry {
 		return ex
 	}
@@ -298,7 +284,7 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 	case app.CancelState == wxpay.CancelRejected || app.CancelState == wxpay.CancelRevoked:
 		s.reconciled(d, "refused")
 		ex.outcome = schemas.Failed
-		code, status := codeRuleLimit, 403
+		code, status := wxpay.CodeRuleLimit, 403
 		if ex.err != nil && ex.err.Code != schemas.CodeTransportError {
 			code, status = ex.err.Code, ex.err.HTTPStatus
 		}
@@ -330,14 +316,13 @@ func (s *Service) applyCancelWithdraw(ctx context.Context, d *delivery, rec *rec
 	}
 	app, qres, qerr := s.queryApplication(ctx, d, "", c.OutRequestNo)
 	ex.add(qres)
-	var apiErr *wxpay.APIError
 	switch {
 	case qerr == nil && !ownApplication(app, c.SubMchid):
 		s.reconciled(d, "unproven")
 	case qerr == nil:
 		ex.observeApplication(d, app, qres)
 		ex = s.provenBy(d, ex, qres)
-	case errors.As(qerr, &apiErr) && apiErr.Code == codeNotFound:
+	case wxpay.HasCode(qerr, wxpay.CodeNotFound):
 		s.reconciled(d, "not_taken")
 	default:
 		s.reconciled(d, "unknown")

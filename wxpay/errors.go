@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,30 @@ var (
 	// error). Such a response is neither verified nor trusted.
 	ErrResponseTooLarge = errors.New("wxpay: response body too large")
 )
+
+// WeChat Pay's error codes that the client and its callers decide on
+// (WeChat Pay's APIv3 error-code table and the documentation of the
+// cancellation endpoints). Every code is passed through as WeChat Pay sends
+// it; these only name the ones code acts on. Match them with [HasCode].
+const (
+	CodeParamError         = "PARAM_ERROR"         // 400: a parameter is wrong
+	CodeInvalidRequest     = "INVALID_REQUEST"     // 400: the request is not allowed in the resource's state
+	CodeSignError          = "SIGN_ERROR"          // 401: the request's signature was refused
+	CodeNoAuth             = "NO_AUTH"             // 400/403: no permission, or (confirm) not awaiting confirmation
+	CodeNotFound           = "NOT_FOUND"           // 404: no such resource
+	CodeRuleLimit          = "RULE_LIMIT"          // 403: refused by a business rule (confirm: 无需确认)
+	CodeRateLimitExceeded  = "RATELIMIT_EXCEEDED"  // 429: slow down
+	CodeFrequencyLimited   = "FREQUENCY_LIMITED"   // 429: slow down
+	CodeSystemError        = "SYSTEM_ERROR"        // 500: retry with the same parameters
+	CodeServiceUnavailable = "SERVICE_UNAVAILABLE" // 502/503: retry later
+)
+
+// HasCode reports whether err is, or wraps, an [*APIError] whose Code is one
+// of codes.
+func HasCode(err error, codes ...string) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && slices.Contains(codes, ae.Code)
+}
 
 // Response size limits.
 const (

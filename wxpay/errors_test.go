@@ -519,6 +519,29 @@ func TestRetryable(t *testing.T) {
 	}
 }
 
+func TestHasCode(t *testing.T) {
+	notFound := &APIError{StatusCode: 404, Code: CodeNotFound}
+	tests := []struct {
+		name  string
+		err   error
+		codes []string
+		want  bool
+	}{
+		{"the code", notFound, []string{CodeNotFound}, true},
+		{"one of several", notFound, []string{CodeRuleLimit, CodeNotFound}, true},
+		{"wrapped", fmt.Errorf("querying: %w", notFound), []string{CodeNotFound}, true},
+		{"another code", notFound, []string{CodeRuleLimit}, false},
+		{"no codes", notFound, nil, false},
+		{"not an APIError", &TransportError{Method: "GET", Err: errors.New("EOF")}, []string{CodeNotFound}, false},
+		{"nil", nil, []string{CodeNotFound}, false},
+	}
+	for _, tt := range tests {
+		if got := HasCode(tt.err, tt.codes...); got != tt.want {
+			t.Errorf("%s: HasCode = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 func TestTransportErrorIs(t *testing.T) {
 	tests := []struct {
 		method string

@@ -293,19 +293,19 @@ func (m *model) handle(rt route, body []byte, key *rsa.PrivateKey, keyID string,
 	case EndpointApplyCancelWithdraw:
 		return m.applyCancelWithdraw(rt, body, key, keyID, now)
 	}
-	return 0, nil, errorf(http.StatusNotFound, "NOT_FOUND", "no such API")
+	return 0, nil, errorf(http.StatusNotFound, wxpay.CodeNotFound, "no such API")
 }
 
 func ok(v any) (int, []byte, *apiError) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return 0, nil, errorf(http.StatusInternalServerError, "SYSTEM_ERROR", "encoding the answer: %v", err)
+		return 0, nil, errorf(http.StatusInternalServerError, wxpay.CodeSystemError, "encoding the answer: %v", err)
 	}
 	return http.StatusOK, b, nil
 }
 
 func paramError(field, location, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, code: "PARAM_ERROR", message: fmt.Sprintf(format, args...),
+	return &apiError{status: http.StatusBadRequest, code: wxpay.CodeParamError, message: fmt.Sprintf(format, args...),
 		detail: map[string]any{"field": field, "location": location}}
 }
 
@@ -332,7 +332,7 @@ func (m *model) validateCancel(rt route) (int, []byte, *apiError) {
 	}
 	mer := m.merchant(rt.param)
 	if mer == nil {
-		return 0, nil, errorf(http.StatusForbidden, "NO_AUTH", "该商户不是本平台的二级商户")
+		return 0, nil, errorf(http.StatusForbidden, wxpay.CodeNoAuth, "该商户不是本平台的二级商户")
 	}
 	v := wxpay.ValidateCancelResponse{SubMchid: mer.SubMchid, MerchantState: mer.State, ValidateResult: mer.Result,
 		AccountInfo: mer.Accounts, BlockReasons: mer.BlockReasons}
@@ -378,7 +378,7 @@ func (m *model) queryCancelWithdraw(rt route, now time.Time) (int, []byte, *apiE
 	}
 	a := m.findWithdraw(id, outNo, "", now)
 	if a == nil {
-		return 0, nil, errorf(http.StatusNotFound, "NOT_FOUND", "申请单不存在")
+		return 0, nil, errorf(http.StatusNotFound, wxpay.CodeNotFound, "申请单不存在")
 	}
 	return ok(m.view(a))
 }
@@ -422,16 +422,16 @@ func (m *model) confirmCancel(body []byte, now time.Time) (int, []byte, *apiErro
 	}
 	a := m.findWithdraw(req.ApplymentID, req.OutRequestNo, req.SubMchid, now)
 	if a == nil {
-		return 0, nil, errorf(http.StatusNotFound, "NOT_FOUND", "申请单不存在")
+		return 0, nil, errorf(http.StatusNotFound, wxpay.CodeNotFound, "申请单不存在")
 	}
 	if req.ApplymentID != "" && req.OutRequestNo != "" && a.OutRequestNo != req.OutRequestNo {
 		return 0, nil, paramError("out_request_no", "body", "applyment_id与out_request_no不匹配")
 	}
 	if a.SubMchid != "" && a.SubMchid != req.SubMchid {
-		return 0, nil, errorf(http.StatusBadRequest, "NO_AUTH", "请求非法")
+		return 0, nil, errorf(http.StatusBadRequest, wxpay.CodeNoAuth, "请求非法")
 	}
 	if a.State != wxpay.CancelWaitingMerchantConfirm {
-		return 0, nil, errorf(http.StatusForbidden, "RULE_LIMIT", "无需确认")
+		return 0, nil, errorf(http.StatusForbidden, wxpay.CodeRuleLimit, "无需确认")
 	}
 	a.SubMchid = req.SubMchid
 	a.State, a.ModifyTime = wxpay.CancelSystemProcessing, now
@@ -448,7 +448,7 @@ func (m *model) queryCancelApplication(rt route, now time.Time) (int, []byte, *a
 		m.applications[rt.param] = a
 	}
 	if a == nil {
-		return 0, nil, errorf(http.StatusNotFound, "NOT_FOUND", "申请单不存在")
+		return 0, nil, errorf(http.StatusNotFound, wxpay.CodeNotFound, "申请单不存在")
 	}
 	m.advanceApplication(a, now)
 	return ok(wxpay.CancelApplication{OutApplyNo: a.OutApplyNo, SubMchid: a.SubMchid, RejectReason: a.RejectReason,
@@ -474,11 +474,11 @@ func (m *model) cancelApplyment(rt route) (int, []byte, *apiError) {
 	}
 	switch {
 	case a == nil:
-		return 0, nil, errorf(http.StatusBadRequest, "INVALID_REQUEST", "申请单不存在")
+		return 0, nil, errorf(http.StatusBadRequest, wxpay.CodeInvalidRequest, "申请单不存在")
 	case rt.applymentID != 0 && rt.applymentID != a.ApplymentID:
-		return 0, nil, errorf(http.StatusBadRequest, "INVALID_REQUEST", "business_code与applyment_id不匹配")
+		return 0, nil, errorf(http.StatusBadRequest, wxpay.CodeInvalidRequest, "business_code与applyment_id不匹配")
 	case a.Canceled:
-		return 0, nil, errorf(http.StatusBadRequest, "INVALID_REQUEST", "申请单已撤销")
+		return 0, nil, errorf(http.StatusBadRequest, wxpay.CodeInvalidRequest, "申请单已撤销")
 	}
 	a.Canceled = true
 	return http.StatusNoContent, nil, nil
@@ -509,9 +509,9 @@ func (m *model) applyCancelWithdraw(rt route, body []byte, key *rsa.PrivateKey, 
 	mer := m.merchant(req.SubMchid)
 	switch {
 	case mer == nil:
-		return 0, nil, errorf(http.StatusForbidden, "NO_AUTH", "该商户不是本平台的二级商户")
+		return 0, nil, errorf(http.StatusForbidden, wxpay.CodeNoAuth, "该商户不是本平台的二级商户")
 	case mer.State != wxpay.MerchantNormal || mer.Result != wxpay.AllowCancelWithdraw:
-		return 0, nil, errorf(http.StatusBadRequest, "INVALID_REQUEST", "该商户当前不可发起注销提现申请")
+		return 0, nil, errorf(http.StatusBadRequest, wxpay.CodeInvalidRequest, "该商户当前不可发起注销提现申请")
 	}
 	if _, dup := m.byOutNo[req.OutRequestNo]; dup {
 		return 0, nil, errorf(http.StatusBadRequest, "ALREADY_EXISTS", "out_request_no已存在")
@@ -549,7 +549,7 @@ func decryptPayee(p *wxpay.PayeeInfo, key *rsa.PrivateKey, keyID, serial string)
 			continue
 		}
 		if serial != keyID {
-			return nil, &apiError{status: http.StatusBadRequest, code: "PARAM_ERROR", message: "Wechatpay-Serial与加密所用的公钥不符",
+			return nil, &apiError{status: http.StatusBadRequest, code: wxpay.CodeParamError, message: "Wechatpay-Serial与加密所用的公钥不符",
 				detail: map[string]any{"field": "Wechatpay-Serial", "location": "header"}}
 		}
 		ct, err := base64.StdEncoding.DecodeString(*f)

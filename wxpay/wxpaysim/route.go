@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/wxcancel/wxcancel/wxpay"
 )
 
 // Endpoints, named after the command types that call them.
@@ -76,7 +78,7 @@ func (s *Server) route(r *http.Request, body []byte) (route, *apiError) {
 		rt.endpoint = EndpointValidateCancel
 		v, ok := seg(prefixWithdraw + "/validate-cancel/")
 		if !ok {
-			return rt, errorf(http.StatusNotFound, "NOT_FOUND", "no such API: %s", path)
+			return rt, errorf(http.StatusNotFound, wxpay.CodeNotFound, "no such API: %s", path)
 		}
 		rt.param, rt.keys = v, []string{v}
 	case strings.HasPrefix(path, prefixWithdraw+"/applyment-id/"), strings.HasPrefix(path, prefixWithdraw+"/out-request-no/"):
@@ -88,14 +90,14 @@ func (s *Server) route(r *http.Request, body []byte) (route, *apiError) {
 		}
 		v, ok := seg(prefix)
 		if !ok {
-			return rt, errorf(http.StatusNotFound, "NOT_FOUND", "no such API: %s", path)
+			return rt, errorf(http.StatusNotFound, wxpay.CodeNotFound, "no such API: %s", path)
 		}
 		rt.param, rt.keys = v, []string{v}
 	case strings.HasPrefix(path, prefixApplications):
 		rt.endpoint = EndpointQueryCancelApplication
 		v, ok := seg(prefixApplications)
 		if !ok {
-			return rt, errorf(http.StatusNotFound, "NOT_FOUND", "no such API: %s", path)
+			return rt, errorf(http.StatusNotFound, wxpay.CodeNotFound, "no such API: %s", path)
 		}
 		rt.param, rt.keys = v, []string{v}
 	case strings.HasPrefix(path, prefixApplyment) && strings.HasSuffix(path, "/cancel"):
@@ -104,20 +106,20 @@ func (s *Server) route(r *http.Request, body []byte) (route, *apiError) {
 		inner, hasID := strings.CutSuffix(strings.TrimPrefix(path, prefixApplyment), "/cancel")
 		v, err := url.PathUnescape(inner)
 		if !hasID || err != nil || v == "" || strings.Contains(inner, "/") {
-			return rt, errorf(http.StatusNotFound, "NOT_FOUND", "no such API: %s", path)
+			return rt, errorf(http.StatusNotFound, wxpay.CodeNotFound, "no such API: %s", path)
 		}
 		rt.param = v
 		if q := r.URL.Query().Get("applyment_id"); q != "" {
 			id, err := strconv.ParseInt(q, 10, 64)
 			if err != nil || id <= 0 {
-				return rt, &apiError{status: http.StatusBadRequest, code: "PARAM_ERROR", message: "applyment_id不是正整数",
+				return rt, &apiError{status: http.StatusBadRequest, code: wxpay.CodeParamError, message: "applyment_id不是正整数",
 					detail: map[string]any{"field": "applyment_id", "location": "query"}}
 			}
 			rt.applymentID = id
 		}
 		rt.keys = nonEmpty(v, r.URL.Query().Get("applyment_id"))
 	default:
-		return rt, errorf(http.StatusNotFound, "NOT_FOUND", "no such API: %s", path)
+		return rt, errorf(http.StatusNotFound, wxpay.CodeNotFound, "no such API: %s", path)
 	}
 	if r.Method != want {
 		return rt, errorf(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r.Method, path)

@@ -296,14 +296,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBody+1))
 	if err != nil {
-		fail(errorf(http.StatusBadRequest, "INVALID_REQUEST", "reading the request body: %v", err))
+		fail(errorf(http.StatusBadRequest, wxpay.CodeInvalidRequest, "reading the request body: %v", err))
 		return
 	}
 	rec.Body = body
 	route, aerr := s.route(r, body)
 	rec.Endpoint, rec.Keys = route.endpoint, route.keys
 	if aerr == nil && len(body) > MaxRequestBody {
-		aerr = errorf(http.StatusBadRequest, "INVALID_REQUEST", "the request body is larger than %d bytes", MaxRequestBody)
+		aerr = errorf(http.StatusBadRequest, wxpay.CodeInvalidRequest, "the request body is larger than %d bytes", MaxRequestBody)
 	}
 	if aerr == nil {
 		rec.MchID, aerr = s.authenticate(r, body, now)
@@ -325,11 +325,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case Latency:
 			// pickFault returns latency faults only when nothing else fires.
 		case SystemError:
-			fail(errorf(http.StatusInternalServerError, "SYSTEM_ERROR", "系统异常,请稍后重试"))
+			fail(errorf(http.StatusInternalServerError, wxpay.CodeSystemError, "系统异常,请稍后重试"))
 			return
 		case RateLimit:
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(f.RetryAfter/time.Second))))
-			fail(errorf(http.StatusTooManyRequests, "RATELIMIT_EXCEEDED", "请降低频率后重试"))
+			fail(errorf(http.StatusTooManyRequests, wxpay.CodeRateLimitExceeded, "请降低频率后重试"))
 			return
 		case Gateway:
 			commit(http.StatusBadGateway)
@@ -513,7 +513,7 @@ func (s *Server) requestID() string {
 // timestamp window.
 func (s *Server) authenticate(r *http.Request, body []byte, now time.Time) (string, *apiError) {
 	signErr := func(format string, args ...any) *apiError {
-		return errorf(http.StatusUnauthorized, "SIGN_ERROR", format, args...)
+		return errorf(http.StatusUnauthorized, wxpay.CodeSignError, format, args...)
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
