@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/embeddednats"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
@@ -62,6 +63,7 @@ type harness struct {
 	requests *requestGauge // the simulator's requests in progress
 	merchant wxpaysim.Merchant
 	cfg      consumer.Config
+	retry    wxpay.RetryPolicy // the instances' in-process retries
 	clock    func() time.Time // the instances' clock; nil: time.Now
 	nc       *nats.Conn       // the test's own connection (sender and observer)
 	js       jetstream.JetStream
@@ -87,14 +89,11 @@ func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
 	h.sim, h.simURL = sim, hs.URL
 
 	cfg := consumer.DefaultConfig()
-	cfg.NATSURLs = []string{h.ns.ClientURL()}
-	cfg.MchID, cfg.CertSerialNo = m.MchID, m.SerialNo
-	cfg.BaseURL, cfg.BackupBaseURL = hs.URL, "-"
-	cfg.RetryInitialInterval, cfg.RetryMaxInterval, cfg.RetryMaxElapsed = 5*time.Millisecond, 20*time.Millisecond, 150*time.Millisecond
+	cfg.MchID = m.MchID
+	h.retry = wxpay.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsed: 150 * time.Millisecond}
 	cfg.MaxDeliver = 3
 	cfg.RedeliveryDelay = 20 * time.Millisecond
 	cfg.Concurrency = 8
-	cfg.HTTPAddr = "-"
 	cfg.AckWait = 3 * time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
 	h.cfg = cfg
@@ -133,7 +132,7 @@ func (g *requestGauge) peak() int {
 
 func (h *harness) startNATS(port int) {
 	h.t.Helper()
-	ns, err := consumer.EmbeddedServer("127.0.0.1", port, h.storeDir)
+	ns, err := embeddednats.Start("127.0.0.1", port, h.storeDir)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -193,7 +192,7 @@ func (h *harness) start(name string) *instance {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	wcfg.Retry = wxpay.RetryPolicy{InitialInterval: h.cfg.RetryInitialInterval, MaxInterval: h.cfg.RetryMaxInterval, MaxElapsed: h.cfg.RetryMaxElapsed}
+	wcfg.Retry = h.retry
 	wcfg.AttemptTimeout = 2 * time.Second
 	client, err := wxpay.NewClient(wcfg)
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/natsconn"
+	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
@@ -289,7 +291,7 @@ func TestClusterDeployment(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	prod := productionConfig()
-	topo := consumer.NewTopology(prod)
+	topo := consumer.NewTopology(prod.Config)
 	admin := connectAs(t, cl.urls, keys.seedFile[envAdminNKey], "admin")
 	producer := connectAs(t, cl.urls, keys.seedFile[envProducerNKey], "producer")
 	reader := connectAs(t, cl.urls, keys.seedFile[envReaderNKey], "reader")
@@ -313,7 +315,7 @@ func TestClusterDeployment(t *testing.T) {
 	t.Cleanup(hs.Close)
 
 	// serviceConfig is the Deployment's configuration of instance i.
-	serviceConfig := func(i int) consumer.Config {
+	serviceConfig := func(i int) settings.Settings {
 		cfg := prod
 		cfg.Provision = false
 		cfg.MchID = merchant.MchID
@@ -321,8 +323,8 @@ func TestClusterDeployment(t *testing.T) {
 		cfg.ShutdownTimeout = 15 * time.Second
 		// A command failing for good is dead-lettered within seconds.
 		cfg.RedeliveryDelay = 200 * time.Millisecond
-		cfg.NATSURLs = []string{cl.urls[i]}
-		cfg.NATSNKeySeedFile = keys.seedFile[envServiceNKey]
+		cfg.NATS.URLs = []string{cl.urls[i]}
+		cfg.NATS.NKeySeedFile = keys.seedFile[envServiceNKey]
 		return cfg
 	}
 	newClient := func() *wxpay.Client {
@@ -347,7 +349,7 @@ func TestClusterDeployment(t *testing.T) {
 	step("serve refuses to start without its objects (WXCANCEL_PROVISION=false)", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err := consumer.New(ctx, serviceConfig(0), consumer.Options{JetStream: service.js, Client: newClient(), Logger: log})
+		_, err := consumer.New(ctx, serviceConfig(0).Config, consumer.Options{JetStream: service.js, Client: newClient(), Logger: log})
 		if !errors.Is(err, consumer.ErrNotProvisioned) {
 			t.Fatalf("consumer.New = %v, want ErrNotProvisioned", err)
 		}
@@ -522,7 +524,7 @@ func TestClusterDeployment(t *testing.T) {
 		for i := range 2 {
 			cfg := serviceConfig(i)
 			ilog := log.With("instance", i+1)
-			nc, err := consumer.Connect(cfg, fmt.Sprintf("wxcancel-%d", i+1), ilog)
+			nc, err := natsconn.Connect(cfg.NATS, fmt.Sprintf("wxcancel-%d", i+1), ilog)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -531,7 +533,7 @@ func TestClusterDeployment(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			svc, err := consumer.New(ctx, cfg, consumer.Options{JetStream: js, Client: newClient(), Logger: ilog})
+			svc, err := consumer.New(ctx, cfg.Config, consumer.Options{JetStream: js, Client: newClient(), Logger: ilog})
 			cancel()
 			if err != nil {
 				t.Fatalf("instance %d: %v", i+1, err)
@@ -763,16 +765,16 @@ func TestServiceUserProvisionsFromScratch(t *testing.T) {
 
 	cfg := productionConfig()
 	cfg.Replicas = 1
-	cfg.NATSURLs = []string{s.ClientURL()}
-	cfg.NATSNKeySeedFile = keys.seedFile[envServiceNKey]
-	topo := consumer.NewTopology(cfg)
+	cfg.NATS.URLs = []string{s.ClientURL()}
+	cfg.NATS.NKeySeedFile = keys.seedFile[envServiceNKey]
+	topo := consumer.NewTopology(cfg.Config)
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	errs := make(chan error, 2)
 	for i := range 2 {
-		nc, err := consumer.Connect(cfg, fmt.Sprintf("wxcancel-%d", i+1), log)
+		nc, err := natsconn.Connect(cfg.NATS, fmt.Sprintf("wxcancel-%d", i+1), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -791,7 +793,7 @@ func TestServiceUserProvisionsFromScratch(t *testing.T) {
 			t.Errorf("provisioning as the service user: %v", err)
 		}
 	}
-	nc, err := consumer.Connect(cfg, "wxcancel-check", log)
+	nc, err := natsconn.Connect(cfg.NATS, "wxcancel-check", log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"sigs.k8s.io/yaml"
 
-	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/settings"
 )
 
 // Paths of the files under test, relative to this package.
@@ -258,7 +258,7 @@ func readEnvFile(t *testing.T, path string) map[string]string {
 // and the problems Validate finds. Files named by *_FILE settings are
 // replaced by empty temporary files first (they exist only where the
 // configuration runs), so that only their names are at stake.
-func serveConfig(t *testing.T, env map[string]string) (consumer.Config, error) {
+func serveConfig(t *testing.T, env map[string]string) (settings.Settings, error) {
 	t.Helper()
 	dir := t.TempDir()
 	getenv := func(k string) string {
@@ -272,15 +272,15 @@ func serveConfig(t *testing.T, env map[string]string) (consumer.Config, error) {
 		}
 		return v
 	}
-	cfg := consumer.DefaultConfig()
+	cfg := settings.Default()
 	cfg.Bind(flag.NewFlagSet("serve", flag.ContinueOnError), getenv)
 	return cfg, cfg.Validate()
 }
 
 // productionConfig is the configuration every declaration is compared with:
 // the defaults, on a cluster of three (contract §2, WXCANCEL_REPLICAS=3).
-func productionConfig() consumer.Config {
-	cfg := consumer.DefaultConfig()
+func productionConfig() settings.Settings {
+	cfg := settings.Default()
 	cfg.Replicas = 3
 	return cfg
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
-	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/settings"
 )
 
 // instruction is one Dockerfile instruction, continuation lines joined.
@@ -168,7 +168,7 @@ func TestDockerfile(t *testing.T) {
 			expose = in.args
 		}
 	}
-	_, port, _ := net.SplitHostPort(consumer.DefaultConfig().HTTPAddr)
+	_, port, _ := net.SplitHostPort(settings.Default().HTTPAddr)
 	if !strings.Contains(expose, port) {
 		t.Errorf("EXPOSE %q: want the metrics port %s", expose, port)
 	}
@@ -361,7 +361,7 @@ func TestCompose(t *testing.T) {
 			t.Errorf("%s: WXCANCEL_REPLICAS %d, WXCANCEL_PROVISION %v: the instances provision R3 streams", name, cfg.Replicas, cfg.Provision)
 		}
 		var hosts []string
-		for _, u := range cfg.NATSURLs {
+		for _, u := range cfg.NATS.URLs {
 			pu, err := url.Parse(u)
 			if err != nil {
 				t.Fatal(err)

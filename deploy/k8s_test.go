@@ -254,9 +254,9 @@ func TestKubernetesDeployment(t *testing.T) {
 	// Every key file comes from a secret volume, read-only, readable by the
 	// pod's group only.
 	files := map[string]string{
-		"NATS_NKEY_SEED_FILE": cfg.NATSNKeySeedFile, "WXPAY_PRIVATE_KEY_FILE": cfg.PrivateKeyFile,
+		"NATS_NKEY_SEED_FILE": cfg.NATS.NKeySeedFile, "WXPAY_PRIVATE_KEY_FILE": cfg.PrivateKeyFile,
 		"WXPAY_PUBLIC_KEY_FILE": cfg.PublicKeyFile, "WXPAY_PLATFORM_CERT_FILE": cfg.PlatformCertFile,
-		"NATS_CREDS_FILE": cfg.NATSCredsFile,
+		"NATS_CREDS_FILE": cfg.NATS.CredsFile,
 	}
 	envPaths := map[string]string{}
 	for _, e := range c.Env {
@@ -331,7 +331,7 @@ func TestKubernetesObjectsAgree(t *testing.T) {
 	d := deployment(t, objs)
 	podLabels := d.Template.Metadata.Labels
 	depName := one(t, objs, "Deployment").Metadata.Name
-	topo := consumer.NewTopology(deploymentConfig(t, objs))
+	topo := consumer.NewTopology(deploymentConfig(t, objs).Config)
 
 	var pdb struct {
 		MinAvailable   any `json:"minAvailable"`
@@ -380,7 +380,7 @@ func TestKubernetesObjectsAgree(t *testing.T) {
 	if _, err := strconv.Atoi(tm["lagThreshold"]); err != nil {
 		t.Errorf("lagThreshold %q: %v", tm["lagThreshold"], err)
 	}
-	natsHost := strings.TrimPrefix(deploymentConfig(t, objs).NATSURLs[0], "nats://")
+	natsHost := strings.TrimPrefix(deploymentConfig(t, objs).NATS.URLs[0], "nats://")
 	natsHost, _, _ = net.SplitHostPort(natsHost)
 	if mon, _, _ := net.SplitHostPort(tm["natsServerMonitoringEndpoint"]); mon != natsHost {
 		t.Errorf("KEDA monitors %s, the service connects to %s", tm["natsServerMonitoringEndpoint"], natsHost)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/settings"
 )
 
 // NACK's resources (jetstream.nats.io/v1beta2), the fields deploy/k8s uses,
@@ -171,10 +172,10 @@ func TestNACKResourcesEqualTopology(t *testing.T) {
 	objs := loadK8s(t)
 	for _, cfg := range []struct {
 		name string
-		cfg  consumer.Config
+		cfg  settings.Settings
 	}{{"production settings", productionConfig()}, {"the Deployment's settings", deploymentConfig(t, objs)}} {
 		t.Run(cfg.name, func(t *testing.T) {
-			topo := consumer.NewTopology(cfg.cfg)
+			topo := consumer.NewTopology(cfg.cfg.Config)
 
 			streams := map[string]jetstream.StreamConfig{}
 			for _, o := range find(objs, "Stream") {
@@ -229,8 +230,8 @@ func TestNACKResourcesAreProtected(t *testing.T) {
 		t.Errorf("Account %s: needs servers and an NKey seed from a secret: %+v", acc.Metadata.Name, a)
 	}
 	dep := deploymentConfig(t, objs)
-	if !slices.Equal(a.Servers, dep.NATSURLs) {
-		t.Errorf("NACK connects to %v, the Deployment to %v", a.Servers, dep.NATSURLs)
+	if !slices.Equal(a.Servers, dep.NATS.URLs) {
+		t.Errorf("NACK connects to %v, the Deployment to %v", a.Servers, dep.NATS.URLs)
 	}
 	for _, kind := range []string{"Stream", "Consumer", "KeyValue"} {
 		for _, o := range find(objs, kind) {
@@ -276,7 +277,7 @@ func cliStreams(t *testing.T) map[string]jetstream.StreamConfig {
 // --config` and `nats consumer add --config` declare exactly what serve
 // provisions, KV buckets included (as their KV_<bucket> streams).
 func TestCLIConfigsEqualTopology(t *testing.T) {
-	topo := consumer.NewTopology(productionConfig())
+	topo := consumer.NewTopology(productionConfig().Config)
 	streams := cliStreams(t)
 	want := []jetstream.StreamConfig{
 		topo.Commands, topo.Events, topo.DLQ, kvStream(topo.Outcomes), kvStream(topo.Status),
@@ -326,7 +327,7 @@ func TestCLIConfigsEqualTopology(t *testing.T) {
 func TestAccountsMatchTopology(t *testing.T) {
 	opts, keys := loadAccounts(t)
 	cfg := productionConfig()
-	topo := consumer.NewTopology(cfg)
+	topo := consumer.NewTopology(cfg.Config)
 	p := cfg.Prefix
 	cmds, evts, dlq := topo.Commands.Name, topo.Events.Name, topo.DLQ.Name
 	outcomes, status := topo.Outcomes.Bucket, topo.Status.Bucket
@@ -412,7 +413,7 @@ func TestAccountsMatchTopology(t *testing.T) {
 // deploymentConfig is the Config `wxcancel serve` runs with in the
 // Deployment: its env literals and the generated settings ConfigMap. It must
 // pass serve's own validation.
-func deploymentConfig(t *testing.T, objs []object) consumer.Config {
+func deploymentConfig(t *testing.T, objs []object) settings.Settings {
 	t.Helper()
 	d := deployment(t, objs)
 	env := map[string]string{}

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/embeddednats"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -86,7 +86,7 @@ func childNATS(ctx context.Context, store string) error {
 	if store == "" {
 		return errors.New("-store is required")
 	}
-	ns, err := consumer.EmbeddedServer("127.0.0.1", -1, store)
+	ns, err := embeddednats.Start("127.0.0.1", -1, store)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -29,7 +31,7 @@ func cli(t *testing.T, env map[string]string, args ...string) (int, string, stri
 // client (NATS_URL).
 func startServe(t *testing.T, o wxpaysim.Options, extra map[string]string) (*wxpaysim.Server, map[string]string) {
 	t.Helper()
-	ns, err := consumer.EmbeddedServer("127.0.0.1", -1, t.TempDir())
+	ns, err := embeddednats.Start("127.0.0.1", -1, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func TestSimCommand(t *testing.T) {
 		}
 	}
 	// What it wrote is a valid serve configuration.
-	cfg := consumer.DefaultConfig()
+	cfg := settings.Default()
 	vars := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(string(env)), "\n") {
 		k, v, _ := strings.Cut(l, "=")

@@ -10,15 +10,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/natsconn"
+	"github.com/wxcancel/wxcancel/internal/settings"
 )
 
 // clientFlags are the NATS settings of the client subcommands (send, events,
 // dlq): NATS_URL and its credentials, and the subject prefix.
-type clientFlags struct{ cfg consumer.Config }
+type clientFlags struct{ cfg settings.Settings }
 
 func (c *clientFlags) bind(fs *flag.FlagSet, getenv func(string) string) {
-	c.cfg = consumer.DefaultConfig()
+	c.cfg = settings.Default()
 	c.cfg.BindClient(fs, getenv)
 }
 
@@ -27,7 +28,7 @@ func (c *clientFlags) connect(name string) (*nats.Conn, jetstream.JetStream, err
 	if err := c.cfg.ValidateClient(); err != nil {
 		return nil, nil, fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
 	}
-	nc, err := consumer.Connect(c.cfg, name, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	nc, err := natsconn.Connect(c.cfg.NATS, name, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
@@ -86,7 +88,7 @@ func runDemo(ctx context.Context, a *app, args []string) error {
 	}
 	defer os.RemoveAll(dir)
 
-	ns, err := consumer.EmbeddedServer("127.0.0.1", -1, filepath.Join(dir, "nats"))
+	ns, err := embeddednats.Start("127.0.0.1", -1, filepath.Join(dir, "nats"))
 	if err != nil {
 		return err
 	}
@@ -103,8 +105,8 @@ func runDemo(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 
-	cfg := consumer.DefaultConfig()
-	cfg.NATSURLs = []string{ns.ClientURL()}
+	cfg := settings.Default()
+	cfg.NATS.URLs = []string{ns.ClientURL()}
 	cfg.MchID, cfg.CertSerialNo, cfg.PrivateKeyFile = files.MchID, files.CertSerialNo, files.PrivateKeyFile
 	cfg.PublicKeyID, cfg.PublicKeyFile = files.PublicKeyID, files.PublicKeyFile
 	cfg.BaseURL, cfg.BackupBaseURL = baseURL, "-"

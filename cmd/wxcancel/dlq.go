@@ -90,7 +90,7 @@ func runDLQ(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	topo := consumer.NewTopology(cf.cfg)
+	topo := consumer.NewTopology(cf.cfg.Config)
 
 	targets := func() ([]consumer.DeadLetter, error) {
 		if *all {

@@ -63,7 +63,7 @@ func runEvents(ctx context.Context, a *app, args []string) error {
 		start := time.Now().Add(-*since)
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
-	oc, err := js.OrderedConsumer(ctx, consumer.NewTopology(cf.cfg).Events.Name, occ)
+	oc, err := js.OrderedConsumer(ctx, consumer.NewTopology(cf.cfg.Config).Events.Name, occ)
 	if err != nil {
 		return fmt.Errorf("watching events: %w", err)
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/settings"
 )
 
 // TestREADMEConfigurationTable keeps the README's configuration table and
@@ -31,7 +31,7 @@ func TestREADMEConfigurationTable(t *testing.T) {
 			}
 		}
 	}
-	known := append(consumer.SettingNames(), "WXCANCEL_LOG_LEVEL", "WXCANCEL_LOG_FILE", "WXCANCEL_PPROF")
+	known := append(settings.Names(), "WXCANCEL_LOG_LEVEL", "WXCANCEL_LOG_FILE", "WXCANCEL_PPROF")
 	for _, name := range known {
 		if !slices.Contains(documented, name) {
 			t.Errorf("README's configuration table lacks %s", name)

@@ -78,7 +78,7 @@ func runSend(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	topo := consumer.NewTopology(cf.cfg)
+	topo := consumer.NewTopology(cf.cfg.Config)
 
 	var events <-chan *publisher.Event
 	if *wait {

@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/natsconn"
+	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/wxpay"
 )
 
@@ -42,13 +45,13 @@ Flags:
 // serveFlags parses the configuration of serve (and of demo, which runs the
 // same service).
 type serveFlags struct {
-	cfg      consumer.Config
+	cfg      settings.Settings
 	logLevel string
 	logFile  string
 }
 
 func parseServeFlags(a *app, name, help string, args []string, extra func(fs *flag.FlagSet)) (*serveFlags, error) {
-	sf := &serveFlags{cfg: consumer.DefaultConfig()}
+	sf := &serveFlags{cfg: settings.Default()}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	fs.Usage = func() { fmt.Fprint(a.stderr, help); fs.PrintDefaults() }
@@ -136,7 +139,7 @@ type serveHooks struct {
 // checkConfig reports every problem of cfg, after those found before it
 // (the logging settings), in one usage error, and returns the WeChat Pay
 // client's configuration.
-func checkConfig(cfg consumer.Config, earlier ...error) (wxpay.Config, error) {
+func checkConfig(cfg settings.Settings, earlier ...error) (wxpay.Config, error) {
 	vErr := cfg.Validate()
 	wcfg, cErr := cfg.ClientConfig()
 	if err := errors.Join(append(earlier, vErr, cErr)...); err != nil {
@@ -147,7 +150,7 @@ func checkConfig(cfg consumer.Config, earlier ...error) (wxpay.Config, error) {
 
 // serve runs the service until ctx ends. Configuration problems are reported
 // all at once and wrapped in errUsage.
-func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *serveHooks) error {
+func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *serveHooks) error {
 	wcfg, err := checkConfig(cfg)
 	if err != nil {
 		return err
@@ -160,7 +163,7 @@ func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *se
 		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
 	}
 
-	if len(cfg.NATSURLs) == 0 {
+	if len(cfg.NATS.URLs) == 0 {
 		dir, _ := filepath.Abs(cfg.EmbeddedStoreDir)
 		log.Warn("NATS_URL is unset: running an embedded JetStream server in-process; not for production", "store_dir", dir)
 		if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -168,15 +171,15 @@ func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *se
 		}
 		// The standard port on loopback, so that send, events and dlq on
 		// the same machine reach it with NATS_URL=nats://127.0.0.1:4222.
-		ns, err := consumer.EmbeddedServer("127.0.0.1", embeddedPort, dir)
+		ns, err := embeddednats.Start("127.0.0.1", embeddedPort, dir)
 		if err != nil {
 			return fmt.Errorf("%w (is 127.0.0.1:%d taken? set NATS_URL to use a running server)", err, embeddedPort)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		cfg.NATSURLs = []string{ns.ClientURL()}
+		cfg.NATS.URLs = []string{ns.ClientURL()}
 		log.Info("embedded JetStream server listening", "url", ns.ClientURL())
 	}
-	nc, err := consumer.Connect(cfg, "wxcancel serve", log)
+	nc, err := natsconn.Connect(cfg.NATS, "wxcancel serve", log)
 	if err != nil {
 		return err
 	}
@@ -191,7 +194,7 @@ func serve(ctx context.Context, cfg consumer.Config, log *slog.Logger, hooks *se
 	metrics := consumer.NewMetrics(reg)
 
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
-	svc, err := consumer.New(startCtx, cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics})
+	svc, err := consumer.New(startCtx, cfg.Config, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics})
 	cancelStart()
 	if err != nil {
 		return err

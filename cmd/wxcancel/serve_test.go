@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/embeddednats"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -120,7 +120,7 @@ func TestServeReportsEveryConfigurationProblem(t *testing.T) {
 // simulator: it becomes ready, executes a command, exposes metrics and
 // exits 0 on shutdown.
 func TestServe(t *testing.T) {
-	ns, err := consumer.EmbeddedServer("127.0.0.1", -1, t.TempDir())
+	ns, err := embeddednats.Start("127.0.0.1", -1, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
