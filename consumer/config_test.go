@@ -51,16 +51,6 @@ func TestConfigValidateNamesEverySetting(t *testing.T) {
 	}
 }
 
-func TestRedeliveryDelayDoublesAndCaps(t *testing.T) {
-	s := &Service{cfg: DefaultConfig()}
-	want := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 10 * time.Minute, 10 * time.Minute}
-	for i, w := range want {
-		if got := s.redeliveryDelay(uint64(i + 1)); got != w {
-			t.Errorf("after delivery %d: %s, want %s", i+1, got, w)
-		}
-	}
-}
-
 func TestDLQHeaderValue(t *testing.T) {
 	long := strings.Repeat("错", 200) // 600 bytes, 3 per character
 	for _, tc := range []struct{ in, want string }{

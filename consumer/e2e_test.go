@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/consumer/deadletter"
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -307,7 +308,7 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 
 	// Replay once WeChat Pay is healthy again.
 	topo := consumer.NewTopology(h.cfg)
-	dls, err := consumer.DeadLetters(t.Context(), h.js, topo, 0)
+	dls, err := deadletter.List(t.Context(), h.js, topo, 0)
 	if err != nil || len(dls) != 1 || dls[0].CommandID != "d1" || dls[0].ErrorCode != "SYSTEM_ERROR" {
 		t.Fatalf("DeadLetters = %+v, %v", dls, err)
 	}
@@ -316,7 +317,7 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	}
 	// Inside the commands stream's duplicate window the replay is refused
 	// and changes nothing.
-	if err := consumer.ReplayDeadLetter(t.Context(), h.js, topo, "wxpay", dls[0]); !errors.Is(err, consumer.ErrDuplicateWindow) {
+	if err := deadletter.Replay(t.Context(), h.js, topo, "wxpay", dls[0]); !errors.Is(err, deadletter.ErrDuplicateWindow) {
 		t.Fatalf("replay inside the duplicate window: %v", err)
 	}
 	h.replayPastWindow(dls[0])
@@ -328,8 +329,7 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	}
 	// The dead letter stays until purged; replaying it again would run a
 	// command that has succeeded since.
-	shrinkDuplicateWindow(t, h)
-	if err := consumer.ReplayDeadLetter(t.Context(), h.js, topo, "wxpay", dls[0]); !errors.Is(err, consumer.ErrAlreadyReplayed) {
+	if err := deadletter.Replay(t.Context(), h.js, topo, "wxpay", dls[0]); !errors.Is(err, deadletter.ErrAlreadyReplayed) {
 		t.Errorf("second replay: %v, want ErrAlreadyReplayed", err)
 	}
 	h.waitIdle()
@@ -339,10 +339,10 @@ func TestRetriesExhaustedDeadLetter(t *testing.T) {
 	if n := len(h.outcomes()["d1"]); n != 2 {
 		t.Errorf("%d outcome events for d1, want 2", n)
 	}
-	if err := consumer.PurgeDeadLetter(t.Context(), h.js, topo, dls[0].Seq); err != nil {
+	if err := deadletter.Purge(t.Context(), h.js, topo, dls[0].Seq); err != nil {
 		t.Fatal(err)
 	}
-	if dls, err := consumer.DeadLetters(t.Context(), h.js, topo, 0); err != nil || len(dls) != 0 {
+	if dls, err := deadletter.List(t.Context(), h.js, topo, 0); err != nil || len(dls) != 0 {
 		t.Errorf("after purge: %+v, %v", dls, err)
 	}
 }
@@ -359,17 +359,17 @@ func TestDeadLetteredAgainAfterReplay(t *testing.T) {
 	h.send("query-cancel-withdraw", "d3", `{"applyment_id":"A3"}`)
 	h.waitOutcomes("d3")
 	topo := consumer.NewTopology(h.cfg)
-	dls, err := consumer.DeadLetters(t.Context(), h.js, topo, 0)
+	dls, err := deadletter.List(t.Context(), h.js, topo, 0)
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("DeadLetters = %+v, %v", dls, err)
 	}
 	// Handled: purged, and replayed while WeChat Pay still fails.
-	if err := consumer.PurgeDeadLetter(t.Context(), h.js, topo, dls[0].Seq); err != nil {
+	if err := deadletter.Purge(t.Context(), h.js, topo, dls[0].Seq); err != nil {
 		t.Fatal(err)
 	}
 	h.replayPastWindow(dls[0])
 	h.eventually("the replay to be dead-lettered again", func() bool {
-		again, err := consumer.DeadLetters(t.Context(), h.js, topo, 0)
+		again, err := deadletter.List(t.Context(), h.js, topo, 0)
 		return err == nil && len(again) == 1 && again[0].CommandID == "d3"
 	})
 	// The copy is made before the outcome event is published.
@@ -380,44 +380,16 @@ func TestDeadLetteredAgainAfterReplay(t *testing.T) {
 }
 
 // replayPastWindow replays dl once the commands stream has forgotten its
-// id (shrinkDuplicateWindow; the stream forgets ids in the background).
-func (h *harness) replayPastWindow(dl consumer.DeadLetter) {
+// id.
+func (h *harness) replayPastWindow(dl deadletter.Letter) {
 	h.t.Helper()
-	shrinkDuplicateWindow(h.t, h)
-	h.eventually("the replay to be accepted", func() bool {
-		err := consumer.ReplayDeadLetter(h.t.Context(), h.js, consumer.NewTopology(h.cfg), "wxpay", dl)
-		if err != nil && !errors.Is(err, consumer.ErrDuplicateWindow) {
+	h.untilAccepted("WXPAY_COMMANDS", func() bool {
+		err := deadletter.Replay(h.t.Context(), h.js, consumer.NewTopology(h.cfg), "wxpay", dl)
+		if err != nil && !errors.Is(err, deadletter.ErrDuplicateWindow) {
 			h.t.Fatal(err)
 		}
 		return err == nil
 	})
-}
-
-// shrinkDuplicateWindow lets a test re-send a command id at once: the
-// streams (the commands stream when none is named) then forget ids after
-// 150ms.
-func shrinkDuplicateWindow(t *testing.T, h *harness, streams ...string) {
-	t.Helper()
-	if len(streams) == 0 {
-		streams = []string{"WXPAY_COMMANDS"}
-	}
-	for _, name := range streams {
-		s, err := h.js.Stream(t.Context(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Twice: nats-server purges remembered ids on a timer that an
-		// update fires at once, possibly before the new window applies; the
-		// second update's purge then runs with the first one's window.
-		cfg := s.CachedInfo().Config
-		for _, d := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond} {
-			cfg.Duplicates = d
-			if _, err := h.js.UpdateStream(t.Context(), cfg); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 }
 
 // TestFinalErrorsNotRetried: business errors (4xx) and responses whose
@@ -478,7 +450,7 @@ func TestFinalErrorsNotRetried(t *testing.T) {
 // republished outcome event (the record remembers it was published).
 func TestDuplicateCommandID(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
-	h.start("a")
+	a := h.start("a")
 	body := map[string]any{"sub_mchid": subMchid}
 	h.send("validate-cancel", "dup-1", body)
 	if ack := h.send("validate-cancel", "dup-1", body); !ack.Duplicate {
@@ -487,18 +459,16 @@ func TestDuplicateCommandID(t *testing.T) {
 	h.waitOutcomes("dup-1")
 
 	// Past the streams' duplicate windows the outcome record answers.
-	shrinkDuplicateWindow(t, h, "WXPAY_COMMANDS", "WXPAY_EVENTS")
-	if ack := h.send("validate-cancel", "dup-1", body); ack.Duplicate {
-		t.Fatal("the stream still deduplicates; the test would prove nothing")
-	}
+	h.forget("WXPAY_EVENTS")
+	h.resend("validate-cancel", "dup-1", body)
 	h.waitIdle()
 	got := h.outcomes()
 	one(t, got, "dup-1")
 	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 1 {
 		t.Errorf("WeChat Pay saw %d requests for one command id", n)
 	}
-	if !strings.Contains(h.logs.String(), "outcome already recorded") {
-		t.Error("the re-sent command was not answered from its record")
+	if n := count(a.metrics.Duplicates); n != 1 {
+		t.Errorf("%d deliveries answered from the record, want the re-sent one", n)
 	}
 }
 
@@ -508,7 +478,7 @@ func TestDuplicateCommandID(t *testing.T) {
 // the record says it is published — without calling WeChat Pay again.
 func TestRedeliveryRepublishes(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
-	h.start("a")
+	a := h.start("a")
 	body := map[string]any{"sub_mchid": subMchid}
 	h.send("validate-cancel", "first", body) // records the merchant's status
 	h.waitOutcomes("first")
@@ -517,7 +487,7 @@ func TestRedeliveryRepublishes(t *testing.T) {
 	// changes no status, so only its outcome event is refused.
 	open := h.fillEvents()
 	h.send("validate-cancel", "refused", body)
-	h.waitRefused("refused")
+	h.waitRefused(a, "refused")
 	open()
 	one(t, h.waitOutcomes("refused"), "refused")
 	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 2 {
@@ -532,13 +502,13 @@ func TestRedeliveryRepublishes(t *testing.T) {
 // query endpoint could tell a second request refused as already done).
 func TestJetStreamErrorAfterSuccess(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
-	h.start("a")
+	a := h.start("a")
 	h.send("validate-cancel", "first", map[string]any{"sub_mchid": subMchid})
 	h.waitOutcomes("first")
 
 	open := h.fillEvents()
 	h.send("cancel-applyment", "ca-2", map[string]any{"business_code": "1900013511_20000"})
-	h.waitRefused("ca-2")
+	h.waitRefused(a, "ca-2")
 	if len(h.statuses()["applyment/1900013511_20000"]) != 0 {
 		t.Fatal("the status event was stored by a full stream; the test would prove nothing")
 	}
@@ -570,7 +540,7 @@ func TestLateRedeliveryFindsStoredEvent(t *testing.T) {
 	// The outcome is recorded, its event refused; the instance stops.
 	open := h.fillEvents()
 	h.send("validate-cancel", "late", body)
-	h.waitRefused("late")
+	h.waitRefused(a, "late")
 	a.stop(t)
 	open()
 	// What the dying delivery stored: the recorded event, past the window.
@@ -585,21 +555,16 @@ func TestLateRedeliveryFindsStoredEvent(t *testing.T) {
 	if err := pub.Publish(t.Context(), ev); err != nil {
 		t.Fatal(err)
 	}
-	shrinkDuplicateWindow(t, h, "WXPAY_EVENTS")
+	h.forget("WXPAY_EVENTS")
 
-	h.start("b")
+	b := h.start("b")
 	h.eventually("instance b to answer the redelivery from the record", func() bool {
-		for _, line := range strings.Split(h.logs.String(), "\n") {
-			if strings.Contains(line, `"instance":"b"`) && strings.Contains(line, "outcome already recorded") {
-				return true
-			}
-		}
-		return false
+		return count(b.metrics.Duplicates) == 1
 	})
 	h.waitIdle()
 	one(t, h.outcomes(), "late")
-	if !strings.Contains(h.logs.String(), "stored already") {
-		t.Error("the redelivery did not say it found the event")
+	if found := value(b.metrics.EventLookups.WithLabelValues("found")); found != 1 {
+		t.Errorf("the redelivery found the event in %v lookups, want 1", found)
 	}
 
 	// A delivery that concludes after earlier ones wrote progress (here:
@@ -612,10 +577,8 @@ func TestLateRedeliveryFindsStoredEvent(t *testing.T) {
 	if e := one(t, h.waitOutcomes("dead-late"), "dead-late"); e.outcome() != "failed" {
 		t.Errorf("dead-late: %s", e.Raw)
 	}
-	for _, line := range strings.Split(h.logs.String(), "\n") {
-		if strings.Contains(line, `"command_id":"dead-late"`) && strings.Contains(line, "looking the recorded outcome event up") {
-			t.Errorf("a new outcome was looked up in the events stream: %s", line)
-		}
+	if n := count(b.metrics.EventLookups); n != 1 {
+		t.Errorf("%d lookups in the events stream, want only the redelivery's: a new outcome was looked up", n)
 	}
 }
 
@@ -631,12 +594,10 @@ func TestResentRedeliveryPublishesNothing(t *testing.T) {
 	h.waitOutcomes("again")
 	a.stop(t)
 
-	shrinkDuplicateWindow(t, h, "WXPAY_COMMANDS", "WXPAY_EVENTS")
-	if ack := h.send("validate-cancel", "again", body); ack.Duplicate {
-		t.Fatal("the stream still deduplicates; the test would prove nothing")
-	}
+	h.forget("WXPAY_EVENTS")
+	h.resend("validate-cancel", "again", body)
 	// An instance takes the new message and dies before settling it.
-	c, err := h.js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.ConsumerName)
+	c, err := h.js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(h.cfg).Consumer.Durable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,14 +613,9 @@ func TestResentRedeliveryPublishesNothing(t *testing.T) {
 		t.Fatalf("the re-sent command was not delivered: %v", batch.Error())
 	}
 
-	h.start("b")
+	b := h.start("b")
 	h.eventually("the redelivery to be answered from the record", func() bool {
-		for _, line := range strings.Split(h.logs.String(), "\n") {
-			if strings.Contains(line, "outcome already recorded") && strings.Contains(line, `"delivery":2`) {
-				return true
-			}
-		}
-		return false
+		return count(b.metrics.Duplicates) == 1
 	})
 	h.waitIdle()
 	one(t, h.outcomes(), "again")
@@ -683,7 +639,7 @@ func (h *harness) confirmThenCrash(a *instance, prefix string, n, executing int)
 		ids = append(ids, id)
 	}
 	h.eventually("instance a to be executing confirmations", func() bool {
-		return strings.Count(h.logs.String(), `"msg":"executing"`) >= executing
+		return h.requests.inProgress() >= executing
 	})
 	a.crash(h.t)
 	h.start("b")
@@ -749,12 +705,12 @@ func TestCrashOnLastDelivery(t *testing.T) {
 	}
 }
 
-// TestTwoInstances: two instances on the shared consumer handle each
-// command once.
+// TestTwoInstances: two instances on the shared consumer share the work,
+// and handle each command once.
 func TestTwoInstances(t *testing.T) {
-	h := newHarness(t, wxpaysim.Options{AutoCreate: true, Latency: 5 * time.Millisecond})
-	h.start("a")
-	h.start("b")
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true, Latency: 20 * time.Millisecond})
+	a := h.start("a")
+	b := h.start("b")
 	var ids []string
 	for i := range 100 {
 		id := fmt.Sprintf("two-%d", i)
@@ -765,18 +721,10 @@ func TestTwoInstances(t *testing.T) {
 	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != len(ids) {
 		t.Errorf("WeChat Pay saw %d requests for %d commands", n, len(ids))
 	}
-	byInstance := map[string]int{}
-	for _, line := range strings.Split(h.logs.String(), "\n") {
-		if strings.Contains(line, `"msg":"command succeeded"`) {
-			switch {
-			case strings.Contains(line, `"instance":"a"`):
-				byInstance["a"]++
-			case strings.Contains(line, `"instance":"b"`):
-				byInstance["b"]++
-			}
-		}
+	na, nb := count(a.metrics.Commands), count(b.metrics.Commands)
+	if na == 0 || nb == 0 || na+nb != len(ids) {
+		t.Errorf("instance a finished %d commands and b %d, want both some and %d in all", na, nb, len(ids))
 	}
-	t.Logf("commands by instance: %v", byInstance)
 }
 
 // TestNATSRestart: the NATS server restarts in the middle of a run; every

@@ -21,6 +21,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
@@ -64,10 +66,11 @@ type harness struct {
 	merchant wxpaysim.Merchant
 	cfg      consumer.Config
 	retry    wxpay.RetryPolicy // the instances' in-process retries
-	clock    func() time.Time // the instances' clock; nil: time.Now
-	nc       *nats.Conn       // the test's own connection (sender and observer)
+	clock    func() time.Time  // the instances' clock; nil: time.Now
+	nc       *nats.Conn        // the test's own connection (sender and observer)
 	js       jetstream.JetStream
 	logs     *logSink
+	probes   int // forget's probes so far
 }
 
 func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
@@ -123,6 +126,13 @@ func (g *requestGauge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
+// inProgress returns the requests in progress now.
+func (g *requestGauge) inProgress() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.now
+}
+
 // peak returns the most requests seen in progress at once.
 func (g *requestGauge) peak() int {
 	g.mu.Lock()
@@ -156,11 +166,11 @@ func (h *harness) connect(name string) (*nats.Conn, jetstream.JetStream) {
 
 // instance is one running service.
 type instance struct {
-	svc    *consumer.Service
-	nc     *nats.Conn
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returned
-	err    error         // what Run returned
+	svc     *consumer.Service
+	nc      *nats.Conn
+	metrics *consumer.Metrics // its own, on a registry of its own
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when Run returned
 }
 
 // stop shuts the instance down gracefully and waits for it.
@@ -169,9 +179,6 @@ func (in *instance) stop(t *testing.T) {
 	in.cancel()
 	select {
 	case <-in.done:
-		if in.err != nil {
-			t.Errorf("Run: %v", in.err)
-		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the service did not stop within 30s")
 	}
@@ -200,15 +207,16 @@ func (h *harness) start(name string) *instance {
 	}
 	nc, js := h.connect(name)
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
-	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Clock: h.clock})
+	metrics := consumer.NewMetrics(prometheus.NewRegistry())
+	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics, Clock: h.clock})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{svc: svc, nc: nc, cancel: cancel, done: make(chan struct{})}
+	in := &instance{svc: svc, nc: nc, metrics: metrics, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(in.done)
-		in.err = svc.Run(ctx)
+		svc.Run(ctx)
 	}()
 	h.t.Cleanup(func() {
 		cancel()
@@ -311,6 +319,9 @@ func (h *harness) events() []event {
 		if err != nil {
 			h.t.Fatal(err)
 		}
+		if strings.HasPrefix(m.Subject, probeSubject) {
+			continue
+		}
 		out = append(out, h.check(m))
 	}
 	return out
@@ -410,7 +421,7 @@ func (h *harness) waitSucceeded(ids ...string) {
 func (h *harness) waitIdle() {
 	h.t.Helper()
 	h.eventually("the consumer to be idle", func() bool {
-		c, err := h.js.Consumer(h.t.Context(), "WXPAY_COMMANDS", consumer.ConsumerName)
+		c, err := h.js.Consumer(h.t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(h.cfg).Consumer.Durable)
 		if err != nil {
 			return false
 		}
@@ -448,17 +459,99 @@ func (h *harness) fillEvents() (open func()) {
 	}
 }
 
-// waitRefused waits until command id has its outcome recorded and an event
-// of it was refused, and checks that no outcome event of it is stored.
-func (h *harness) waitRefused(id string) {
+// waitRefused waits until command id has its outcome recorded and in has
+// failed to publish an event, and checks that no outcome event of it is
+// stored.
+func (h *harness) waitRefused(in *instance, id string) {
 	h.t.Helper()
 	h.eventually("the outcome of "+id+" to be recorded and an event refused", func() bool {
 		_, ok, _ := consumer.RecordedOutcome(h.t.Context(), h.js, consumer.NewTopology(h.cfg), id)
-		return ok && strings.Contains(h.logs.String(), "JetStream operation failed")
+		return ok && count(in.metrics.JetStreamFailures) > 0
 	})
 	if got := h.outcomes(); len(got[id]) != 0 {
 		h.t.Fatal("the event was stored by a full stream; the test would prove nothing")
 	}
+}
+
+// count is the sum of a counter's values over all its labels.
+func count(c *prometheus.CounterVec) int {
+	ch := make(chan prometheus.Metric, 64)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	var n float64
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err == nil {
+			n += pb.GetCounter().GetValue()
+		}
+	}
+	return int(n)
+}
+
+// value is a counter's value.
+func value(c prometheus.Counter) int {
+	var pb dto.Metric
+	if err := c.Write(&pb); err != nil {
+		panic(err) // a counter always writes itself
+	}
+	return int(pb.GetCounter().GetValue())
+}
+
+// probeSubject is where forget publishes its probes in the events stream;
+// events leaves them out.
+const probeSubject = "wxpay.evt.test-probe."
+
+// forget makes the stream (the events stream, whose messages only tests
+// read) forget every message id it remembers, so that a test can have an
+// event republished past its duplicate window: a probe is published after
+// them, and, with the window shortened, published again until the stream
+// stores it again.
+func (h *harness) forget(stream string) {
+	h.t.Helper()
+	h.probes++
+	probe := nats.NewMsg(probeSubject + "forget")
+	probe.Data = []byte("{}")
+	id := fmt.Sprintf("probe-%d", h.probes)
+	publish := func() bool {
+		ack, err := h.js.PublishMsg(h.t.Context(), probe, jetstream.WithMsgID(id))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return !ack.Duplicate
+	}
+	publish()
+	h.untilAccepted(stream, publish)
+}
+
+// resend sends a command again with an id the commands stream stored
+// before, once the stream no longer drops it as a duplicate.
+func (h *harness) resend(ctype, id string, body any) {
+	h.t.Helper()
+	h.untilAccepted("WXPAY_COMMANDS", func() bool { return !h.send(ctype, id, body).Duplicate })
+}
+
+// untilAccepted shortens the duplicate window of stream to 100ms and calls
+// publish, which reports whether the stream stored its message rather than
+// dropped it as a duplicate, until it does. (A publish dropped as a
+// duplicate changes nothing. nats-server forgets ids on a timer that a
+// configuration update fires, possibly before the new window applies:
+// each round updates the stream again.)
+func (h *harness) untilAccepted(stream string, publish func() (stored bool)) {
+	h.t.Helper()
+	s, err := h.js.Stream(h.t.Context(), stream)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	h.eventually(stream+" to forget the ids it stored", func() bool {
+		if _, err := h.js.UpdateStream(h.t.Context(), cfg); err != nil {
+			h.t.Fatal(err)
+		}
+		return publish()
+	})
 }
 
 // one asserts that id has exactly one outcome event and returns it.

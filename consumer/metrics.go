@@ -40,14 +40,30 @@ type Metrics struct {
 	// (publishing the outcome event). Their sum is most of what a command
 	// costs beyond WeChat Pay's own latency.
 	JetStreamDuration *prometheus.HistogramVec
+	// JetStreamFailures counts JetStream operations of a command that
+	// failed, by step (those of JetStreamDuration, dead_letter for the
+	// copy to the dead-letter stream, settle for the acknowledgement): the
+	// command is handed back and its redelivery starts over from the record.
+	JetStreamFailures *prometheus.CounterVec
+	// Duplicates counts deliveries answered from the outcome record without
+	// executing the command: a re-sent command id, or a redelivery after
+	// the outcome was recorded.
+	Duplicates *prometheus.CounterVec
+	// EventLookups counts recorded outcome events looked up in the events
+	// stream before they are published again, by result (found, not_found,
+	// failed): done only for a redelivery that comes past the duplicate
+	// window, after an outage.
+	EventLookups *prometheus.CounterVec
 }
 
 // JetStream steps observed by Metrics.JetStreamDuration.
 const (
-	stepOutcomeRead  = "outcome_read"
-	stepStatus       = "status"
-	stepOutcomeWrite = "outcome_write"
-	stepEventPublish = "event_publish"
+	jsOutcomeRead  = "outcome_read"
+	jsStatus       = "status"
+	jsOutcomeWrite = "outcome_write"
+	jsEventPublish = "event_publish"
+	jsDeadLetter   = "dead_letter"
+	jsSettle       = "settle"
 )
 
 // NewMetrics creates the metrics and registers them with reg (none when nil).
@@ -86,10 +102,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long each JetStream step of a command takes (outcome_read, outcome_write, status, event_publish).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"step"}),
+		JetStreamFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_jetstream_failures_total", Help: "JetStream operations of a command that failed, by step; the command is handed back.",
+		}, []string{"step"}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_duplicates_total", Help: "Deliveries answered from the outcome record without executing the command, by type.",
+		}, []string{"type"}),
+		EventLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_event_lookups_total", Help: "Recorded outcome events looked up in the events stream before publishing them again, by result.",
+		}, []string{"result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Requests, m.RequestDuration, m.Retries, m.SignatureFailures,
-			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration)
+			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration,
+			m.JetStreamFailures, m.Duplicates, m.EventLookups)
 	}
 	return m
 }

@@ -15,8 +15,10 @@ import (
 // inside it is dropped as a duplicate (WXCANCEL_ACK_WAIT is bounded by it).
 const EventsDuplicateWindow = 2 * time.Minute
 
-// ConsumerName is the durable pull consumer every instance shares.
-const ConsumerName = "wxcancel"
+// durableName is the name of the durable pull consumer every instance
+// shares (Topology.Consumer.Durable). It is the same for every prefix: a
+// consumer's name is scoped to its stream, whose name carries the prefix.
+const durableName = "wxcancel"
 
 // Topology names the JetStream objects the service uses and holds their
 // configuration. It is the single source of truth: provisioning applies it,
@@ -95,7 +97,7 @@ func NewTopology(c Config) Topology {
 			Duplicates:  2 * time.Minute,
 		},
 		Consumer: jetstream.ConsumerConfig{
-			Durable:       ConsumerName,
+			Durable:       durableName,
 			Description:   "wxcancel command executors",
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 			AckPolicy:     jetstream.AckExplicitPolicy,

@@ -63,6 +63,18 @@ type record struct {
 
 func (r *record) done() bool { return r != nil && r.Event != nil }
 
+// progressed returns a copy of r (a new record when r is nil) that counts
+// the requests of ex and remembers whether one of them was ambiguous.
+func (r *record) progressed(ex execution) *record {
+	next := &record{}
+	if r != nil {
+		*next = *r
+	}
+	next.Attempts += ex.attempts
+	next.Ambiguous = next.Ambiguous || ex.ambiguous
+	return next
+}
+
 // errRecordConflict: another instance wrote the record first.
 var errRecordConflict = errors.New("consumer: outcome record changed concurrently")
 
@@ -179,4 +191,51 @@ func RecordedOutcome(ctx context.Context, js jetstream.JetStream, t Topology, id
 		return publisher.Message{}, false, err
 	}
 	return *rec.Event, true, nil
+}
+
+// ErrAlreadyReplayed is matched by the error of [ReopenForReplay] when the
+// command's recorded outcome is no longer the dead-lettered one: a replay of
+// it has run to another outcome, and replaying again would run the command
+// once more.
+var ErrAlreadyReplayed = errors.New("consumer: the command was replayed and has another outcome since")
+
+// ErrInProgress is matched by the error of [ReopenForReplay] when the
+// command has a record without an outcome: it is being worked on.
+var ErrInProgress = errors.New("consumer: the command is being worked on (no outcome recorded yet)")
+
+// ReopenForReplay clears the dead-lettered outcome recorded for command id,
+// so that the command runs again when it is sent again (`wxcancel dlq
+// replay`). It counts the replay, so that the new outcome event gets an id
+// of its own ("outcome/<id>/replay-<n>"), and keeps the count of requests
+// made. A command without a record (it expired) needs nothing. restore
+// puts the outcome back, for when sending the command fails; it is nil when
+// nothing was cleared. It fails with [ErrAlreadyReplayed], [ErrInProgress],
+// or a JetStream error, leaving the record as it was.
+func ReopenForReplay(ctx context.Context, js jetstream.JetStream, t Topology, id string) (restore func(context.Context) error, err error) {
+	kv, err := js.KeyValue(ctx, t.Outcomes.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: outcomes bucket: %w", err)
+	}
+	recs := records{kv: kv}
+	key := schemas.EncodeToken(id)
+	rec, rev, err := recs.get(ctx, key)
+	switch {
+	case err != nil:
+		return nil, err
+	case rec == nil:
+		return nil, nil
+	case !rec.done():
+		return nil, fmt.Errorf("%w: command %s", ErrInProgress, id)
+	case !rec.DeadLettered:
+		return nil, fmt.Errorf("%w: command %s is %s", ErrAlreadyReplayed, id, rec.Outcome)
+	}
+	cleared := &record{Attempts: rec.Attempts, Ambiguous: rec.Ambiguous, Replays: rec.Replays + 1}
+	crev, err := recs.put(ctx, key, cleared, rev)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		_, err := recs.put(ctx, key, rec, crev)
+		return err
+	}, nil
 }

@@ -63,7 +63,7 @@ func startServe(t *testing.T, o wxpaysim.Options, extra map[string]string) (*wxp
 	js, _ := jetstream.New(nc)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.ConsumerName); err == nil {
+		if _, err := js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(consumer.DefaultConfig()).Consumer.Durable); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

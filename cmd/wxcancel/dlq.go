@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/consumer/deadletter"
 )
 
 const dlqHelp = `Usage: wxcancel dlq list [--limit N]
@@ -92,13 +93,13 @@ func runDLQ(ctx context.Context, a *app, args []string) error {
 	defer nc.Close()
 	topo := consumer.NewTopology(cf.cfg.Config)
 
-	targets := func() ([]consumer.DeadLetter, error) {
+	targets := func() ([]deadletter.Letter, error) {
 		if *all {
-			return consumer.DeadLetters(ctx, js, topo, 0)
+			return deadletter.List(ctx, js, topo, 0)
 		}
-		var out []consumer.DeadLetter
+		var out []deadletter.Letter
 		for _, s := range seqs {
-			dl, err := consumer.DeadLetterAt(ctx, js, topo, s)
+			dl, err := deadletter.At(ctx, js, topo, s)
 			if err != nil {
 				return nil, err
 			}
@@ -109,7 +110,7 @@ func runDLQ(ctx context.Context, a *app, args []string) error {
 
 	switch action {
 	case "list":
-		dls, err := consumer.DeadLetters(ctx, js, topo, *limit)
+		dls, err := deadletter.List(ctx, js, topo, *limit)
 		if err != nil {
 			return err
 		}
@@ -125,7 +126,7 @@ func runDLQ(ctx context.Context, a *app, args []string) error {
 		}
 		return tw.Flush()
 	case "show":
-		dl, err := consumer.DeadLetterAt(ctx, js, topo, seqs[0])
+		dl, err := deadletter.At(ctx, js, topo, seqs[0])
 		if err != nil {
 			return err
 		}
@@ -149,7 +150,7 @@ func runDLQ(ctx context.Context, a *app, args []string) error {
 		}
 		var errs []error
 		for _, dl := range dls {
-			if err := consumer.ReplayDeadLetter(ctx, js, topo, cf.cfg.Prefix, dl); err != nil {
+			if err := deadletter.Replay(ctx, js, topo, cf.cfg.Prefix, dl); err != nil {
 				errs = append(errs, fmt.Errorf("seq %d: %w", dl.Seq, err))
 				continue
 			}
@@ -163,7 +164,7 @@ func runDLQ(ctx context.Context, a *app, args []string) error {
 		}
 		var errs []error
 		for _, dl := range dls {
-			if err := consumer.PurgeDeadLetter(ctx, js, topo, dl.Seq); err != nil {
+			if err := deadletter.Purge(ctx, js, topo, dl.Seq); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -220,19 +220,15 @@ func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *
 		log.Info("serving /metrics, /healthz, /readyz", "addr", ln.Addr().String())
 	}
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- svc.Run(ctx) }()
-	if hooks != nil && hooks.started != nil {
-		for !svc.Ready() {
-			select {
-			case err := <-runErr:
-				return err
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		svc.Run(ctx)
+	}()
+	if hooks != nil && hooks.started != nil && waitReady(svc, ran) {
 		hooks.started(svc, js)
 	}
-	err = <-runErr
+	<-ran
 	if srv != nil {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = srv.Shutdown(shutCtx)
@@ -241,7 +237,19 @@ func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *
 	if dErr := nc.Drain(); dErr != nil {
 		log.Warn("draining the NATS connection", "err", dErr)
 	}
-	return err
+	return nil
+}
+
+// waitReady waits until svc consumes, or ran is closed first (false).
+func waitReady(svc *consumer.Service, ran <-chan struct{}) bool {
+	for !svc.Ready() {
+		select {
+		case <-ran:
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // opsHandler serves /metrics, /healthz (the process is alive) and /readyz

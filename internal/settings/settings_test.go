@@ -151,4 +151,3 @@ func TestConfigValidateAcceptsAMinimalConfiguration(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 }
-
