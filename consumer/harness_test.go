@@ -26,6 +26,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
@@ -377,13 +378,7 @@ func (h *harness) statuses() map[string][]event {
 // one: the machines are shared, and only the end state is asserted).
 func (h *harness) eventually(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.True(h.t, time.Minute, what, cond)
 }
 
 // waitOutcomes waits until every id has an outcome event and the consumer
@@ -532,12 +527,14 @@ func (h *harness) resend(ctype, id string, body any) {
 	h.untilAccepted("WXPAY_COMMANDS", func() bool { return !h.send(ctype, id, body).Duplicate })
 }
 
-// untilAccepted shortens the duplicate window of stream to 100ms and calls
+// untilAccepted shortens the duplicate window of stream and calls
 // publish, which reports whether the stream stored its message rather than
 // dropped it as a duplicate, until it does. (A publish dropped as a
-// duplicate changes nothing. nats-server forgets ids on a timer that a
-// configuration update fires, possibly before the new window applies:
-// each round updates the stream again.)
+// duplicate changes nothing.) nats-server forgets ids on a timer that an
+// update changing the window fires at once, and the purge may still run
+// with the old window and set the timer for as long: while the id is not
+// forgotten, the window is changed again (100ms and 150ms in turn) every
+// half second.
 func (h *harness) untilAccepted(stream string, publish func() (stored bool)) {
 	h.t.Helper()
 	s, err := h.js.Stream(h.t.Context(), stream)
@@ -545,10 +542,18 @@ func (h *harness) untilAccepted(stream string, publish func() (stored bool)) {
 		h.t.Fatal(err)
 	}
 	cfg := s.CachedInfo().Config
-	cfg.Duplicates = 100 * time.Millisecond
+	var updated time.Time
 	h.eventually(stream+" to forget the ids it stored", func() bool {
-		if _, err := h.js.UpdateStream(h.t.Context(), cfg); err != nil {
-			h.t.Fatal(err)
+		if time.Since(updated) > 500*time.Millisecond {
+			if cfg.Duplicates == 100*time.Millisecond {
+				cfg.Duplicates = 150 * time.Millisecond
+			} else {
+				cfg.Duplicates = 100 * time.Millisecond
+			}
+			if _, err := h.js.UpdateStream(h.t.Context(), cfg); err != nil {
+				h.t.Fatal(err)
+			}
+			updated = time.Now()
 		}
 		return publish()
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/poll"
 )
 
 // queue is a work-queue stream with a durable pull consumer on an embedded
@@ -73,13 +74,7 @@ func (q *queue) info() *jetstream.ConsumerInfo {
 // until polls cond until it holds, failing the test after a minute.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.True(t, time.Minute, what, cond)
 }
 
 // run starts w pulling until the returned stop is called; stop drains
@@ -209,14 +204,12 @@ func TestWorkersHandOver(t *testing.T) {
 					t.Error(err)
 				}
 			}
-			for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-				if info, err := q.cons.Info(ctx); err == nil && info.NumAckPending == 2 {
-					break // the next message was pulled during the hand-over
-				}
-				if time.Now().After(deadline) {
-					t.Error("the next message was not pulled during the hand-over")
-					break
-				}
+			pulled := poll.Within(time.Minute, func() bool {
+				info, err := q.cons.Info(ctx)
+				return err == nil && info.NumAckPending == 2
+			})
+			if !pulled {
+				t.Error("the next message was not pulled during the hand-over")
 			}
 		}
 		_ = msg.Ack()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/natsconn"
+	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -120,17 +121,7 @@ func (c *natsCluster) server(name string) *server.Server {
 // never how fast it came.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 // client is a connection as one of the users of accounts.conf, with the
@@ -552,21 +543,18 @@ func TestClusterDeployment(t *testing.T) {
 		published := make(chan error, 1)
 		go func() {
 			for _, c := range cmds {
-				deadline := time.Now().Add(60 * time.Second)
-				for {
+				var err error
+				stored := poll.Within(60*time.Second, func() bool {
 					msg := nats.NewMsg(prod.Prefix + ".cmd." + c.typ)
 					msg.Data = c.body
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					_, err := producer.js.PublishMsg(ctx, msg, jetstream.WithMsgID(c.id))
-					cancel()
-					if err == nil {
-						break
-					}
-					if time.Now().After(deadline) {
-						published <- fmt.Errorf("publishing %s: %w", c.id, err)
-						return
-					}
-					time.Sleep(100 * time.Millisecond)
+					defer cancel()
+					_, err = producer.js.PublishMsg(ctx, msg, jetstream.WithMsgID(c.id))
+					return err == nil
+				})
+				if !stored {
+					published <- fmt.Errorf("publishing %s: %w", c.id, err)
+					return
 				}
 				// Paced, so that the shutdown below falls amid the run.
 				time.Sleep(5 * time.Millisecond)

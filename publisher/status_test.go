@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
 )
@@ -474,18 +475,14 @@ func TestStatusCrashAfterPublish(t *testing.T) {
 // a probe on another subject with the same Nats-Msg-Id is then stored.
 func waitDuplicateWindow(t *testing.T, e *env, id string) {
 	t.Helper()
-	for range 400 {
+	poll.True(t, 10*time.Second, "the duplicate window to pass", func() bool {
 		probe := nats.NewMsg("wxt.evt.probe")
 		ack, err := e.js.PublishMsg(t.Context(), probe, jetstream.WithMsgID(id))
 		if err != nil {
 			t.Fatalf("probe: %v", err)
 		}
-		if !ack.Duplicate {
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatal("the duplicate window never passed")
+		return !ack.Duplicate
+	})
 }
 
 // TestObservationBefore: an observation without a modification time, made

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
 )
@@ -68,14 +69,12 @@ func (e *env) revision(t *testing.T, key string) uint64 {
 // waitCopied waits until tr's copy has the record of key at rev.
 func waitCopied(t *testing.T, tr *publisher.StatusTracker, key string, rev uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for publisher.CopiedRevision(tr, schemas.ResourceCancelWithdraw, key) != rev {
-		if time.Now().After(deadline) {
-			t.Fatalf("the copy has revision %d of %s, want %d",
-				publisher.CopiedRevision(tr, schemas.ResourceCancelWithdraw, key), key, rev)
+	poll.Until(t, 10*time.Second, "the copy to have the record", func() error {
+		if got := publisher.CopiedRevision(tr, schemas.ResourceCancelWithdraw, key); got != rev {
+			return fmt.Errorf("revision %d of %s, want %d", got, key, rev)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // observe makes in observe key in state (no modification time: every
@@ -171,13 +170,9 @@ func TestFollowReconnect(t *testing.T) {
 
 	e.restart(t)
 	nc := b.js.Conn()
-	deadline := time.Now().Add(20 * time.Second)
-	for nc.Stats().Reconnects == 0 || !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("the instance did not reconnect")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.True(t, 20*time.Second, "the instance to reconnect", func() bool {
+		return nc.Stats().Reconnects > 0 && nc.IsConnected()
+	})
 	if got := publisher.CopiedRevision(b.tracker, schemas.ResourceCancelWithdraw, key); got != 0 {
 		t.Errorf("after the reconnection the copy still has revision %d", got)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
@@ -61,16 +63,13 @@ func startServe(t *testing.T, o wxpaysim.Options, extra map[string]string) (*wxp
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(consumer.DefaultConfig()).Consumer.Durable); err == nil {
-			break
+	poll.Until(t, 30*time.Second, "serve to provision", func() error {
+		_, err := js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(consumer.DefaultConfig()).Consumer.Durable)
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, stderr.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not provision:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	return sim, map[string]string{"NATS_URL": ns.ClientURL()}
 }
 
@@ -205,15 +204,6 @@ func TestDLQReplay(t *testing.T) {
 	}
 
 	nc, js, s := commandsStream(t, env["NATS_URL"])
-	// Twice: see shrinkDuplicateWindow in the consumer tests.
-	cfg := s.CachedInfo().Config
-	for _, d := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond} {
-		cfg.Duplicates = d
-		if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 	if err := sim.SetFaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -221,15 +211,27 @@ func TestDLQReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The stream forgets ids in the background: try until it has.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, out, errOut = cli(t, env, "dlq", "replay", "--all")
-		if code == exitOK || !strings.Contains(errOut, "duplicate window") || time.Now().After(deadline) {
-			break
+	// With the window shortened, replay until the stream has forgotten the
+	// id (it forgets on a timer that each configuration update fires).
+	// (as the consumer tests' untilAccepted: a change of the window fires
+	// the purge, which may still run with the old window).
+	cfg := s.CachedInfo().Config
+	var updated time.Time
+	poll.True(t, 30*time.Second, "the commands stream to forget the id", func() bool {
+		if time.Since(updated) > 500*time.Millisecond {
+			if cfg.Duplicates == 100*time.Millisecond {
+				cfg.Duplicates = 150 * time.Millisecond
+			} else {
+				cfg.Duplicates = 100 * time.Millisecond
+			}
+			if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			updated = time.Now()
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		code, out, errOut = cli(t, env, "dlq", "replay", "--all")
+		return code == exitOK || !strings.Contains(errOut, "duplicate window")
+	})
 	if code != exitOK || !strings.Contains(out, "replayed seq 1: query-cancel-withdraw dl-1") {
 		t.Fatalf("replay: %d %s %s", code, out, errOut)
 	}

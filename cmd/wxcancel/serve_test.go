@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -147,21 +149,17 @@ func TestServe(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if code, _ := get("/readyz"); code == http.StatusOK {
-			break
-		}
+	poll.Until(t, 30*time.Second, "/readyz to answer 200", func() error {
 		select {
 		case c := <-exit:
 			t.Fatalf("serve exited %d before it was ready:\n%s", c, stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never answered 200:\n%s", stderr.String())
+		if code, body := get("/readyz"); code != http.StatusOK {
+			return fmt.Errorf("%d %s\n%s", code, body, stderr.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if code, body := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d %s", code, body)
 	}
@@ -209,22 +207,19 @@ func TestServe(t *testing.T) {
 		`wxcancel_jetstream_duration_seconds_count{step="event_publish"} 1`,
 		"process_resident_memory_bytes",
 	}
-	var missing []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	poll.Until(t, 10*time.Second, "/metrics to show the command", func() error {
 		_, metrics := get("/metrics")
-		missing = missing[:0]
+		var missing []string
 		for _, want := range wants {
 			if !strings.Contains(metrics, want) {
 				missing = append(missing, want)
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("/metrics lacks %s", strings.Join(missing, ", "))
 		}
-	}
-	for _, m := range missing {
-		t.Errorf("/metrics lacks %s", m)
-	}
+		return nil
+	})
 
 	cancel()
 	select {
