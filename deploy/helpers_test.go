@@ -278,7 +278,7 @@ func serveConfig(t *testing.T, env map[string]string) (settings.Settings, error)
 }
 
 // productionConfig is the configuration every declaration is compared with:
-// the defaults, on a cluster of three (contract §2, WXCANCEL_REPLICAS=3).
+// the defaults, on a cluster of three (WXCANCEL_REPLICAS=3).
 func productionConfig() settings.Settings {
 	cfg := settings.Default()
 	cfg.Replicas = 3

@@ -128,7 +128,7 @@ func TestEveryRefResolves(t *testing.T) {
 	}
 }
 
-// TestAsyncAPIDocument checks the AsyncAPI document against the contract:
+// TestAsyncAPIDocument checks the AsyncAPI document against docs/interface.md:
 // its version, the four channels with their addresses and parameters, a
 // message per command type with its schema, and operations that use them.
 func TestAsyncAPIDocument(t *testing.T) {

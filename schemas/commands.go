@@ -13,7 +13,7 @@ import (
 // (wxpay.<type>.<outcome>).
 type Type string
 
-// The command types (contract §3).
+// The command types (docs/interface.md, Commands).
 const (
 	// TypeValidateCancel asks whether a sub-merchant may be cancelled
 	// (GET …/apply-cancel-withdraw/validate-cancel/{sub_mchid}).
@@ -44,7 +44,7 @@ var types = []Type{
 	TypeApplyCancelWithdraw,
 }
 
-// Types returns every command type, in the order of contract §3. The slice
+// Types returns every command type, in the order of docs/interface.md. The slice
 // is the caller's to modify.
 func Types() []Type { return slices.Clone(types) }
 
@@ -241,7 +241,7 @@ const (
 // bank account and identity fields are sent in plain text on the command
 // subject; the service encrypts them for WeChat Pay.
 //
-// The lengths that the seed documents do not give are the service's own:
+// The lengths that WeChat Pay's documentation of the endpoint does not give are the service's own:
 // the fields that are encrypted (account_name, account_number,
 // identification_name, identification_no) are at most 50 characters, so
 // that even 50 four-byte characters (200 bytes) fit the 214-byte plain-text
@@ -397,7 +397,7 @@ type ProofMedia struct {
 	ProofMedia string `json:"proof_media" validate:"required,max=512,no_control"`
 }
 
-// commandIDPattern is the charset and length of a command id (contract §3).
+// commandIDPattern is the charset and length of a command id (docs/interface.md, Commands).
 var commandIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
 
 // CommandIDRule describes a valid command id, for error messages.

@@ -6,7 +6,7 @@ import (
 )
 
 // Outcome is how a command ended: the last token of an outcome event's
-// subject and type (contract §4.1).
+// subject and type (docs/interface.md, Outcome events).
 type Outcome string
 
 // The outcomes. Every command id gets exactly one outcome event.
@@ -38,7 +38,7 @@ const (
 )
 
 // Resource is a kind of WeChat Pay resource whose state changes are
-// published (contract §4.2).
+// published (docs/interface.md, Status-change events).
 type Resource string
 
 // The resources.
@@ -79,7 +79,7 @@ const (
 )
 
 // The headers of a dead-lettered command, added to the original command's
-// headers on <prefix>.dlq.<type> (contract §5).
+// headers on <prefix>.dlq.<type> (docs/interface.md, Dead letters).
 const (
 	// HeaderCommandID holds the command id.
 	HeaderCommandID = "Wxcancel-Command-Id"

@@ -12,7 +12,7 @@ import (
 const (
 	// IdentifierPattern is the rule for identifiers that go into a URL path
 	// or a subject: sub_mchid, applyment_id, out_request_no, out_apply_no,
-	// business_code (contract §3).
+	// business_code (docs/interface.md, Commands).
 	IdentifierPattern = `^[A-Za-z0-9_-]+$`
 	// DigitsPattern is the rule for sub_mchid (a WeChat Pay merchant id).
 	DigitsPattern = `^[0-9]+$`

@@ -9,7 +9,7 @@ import (
 	"strconv"
 )
 
-// API paths (contract §3).
+// API paths (docs/interface.md, Commands).
 const (
 	pathCancelWithdraw     = "/v3/ecommerce/account/apply-cancel-withdraw"
 	pathValidateCancel     = pathCancelWithdraw + "/validate-cancel/"

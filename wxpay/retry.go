@@ -12,7 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 )
 
-// Retry policy defaults (contract §2).
+// Retry policy defaults (WXPAY_RETRY_* in the README's configuration table).
 const (
 	DefaultInitialInterval     = 500 * time.Millisecond
 	DefaultMaxInterval         = 10 * time.Second
