@@ -15,14 +15,17 @@ import (
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
-const simHelp = `Usage: wxcancel sim [--addr HOST:PORT] [--keys-dir DIR] [--faults SPEC] [--latency D]
+const simHelp = `Usage: wxcancel sim [--addr HOST:PORT] [--keys-dir DIR] [--faults SPEC] [--latency D] [--step D]
 
 Runs the WeChat Pay simulator as a standalone HTTP server until interrupted.
 It generates a merchant key and its own WeChat Pay key at start, writes
 what a serve needs into --keys-dir (apiclient_key.pem, pub_key.pem and
 serve.env with the WXPAY_* settings) and prints the key id. Unknown
 merchants and applications are created on first use, so any well-formed
-command succeeds unless a fault says otherwise.
+command succeeds unless a fault says otherwise. With --step, applications
+move on by themselves, one state per step (ACCEPTED → REVIEWING → WAITING_
+MERCHANT_CONFIRM, and after confirmation to FINISH), for following them with
+lifecycle tracking.
 
 Faults (--faults) are ';'-separated: kind[@endpoint[/id]][:times=N,rate=F,delay=D,retry_after=D]
 Kinds: ` + "%s" + `.
@@ -31,6 +34,7 @@ Endpoints are the command types.
 Examples:
   wxcancel sim --addr 127.0.0.1:8080 --keys-dir ./data/sim
   wxcancel sim --faults 'system_error@confirm-cancel:times=2;latency:delay=100ms'
+  wxcancel sim --step 30s --revoke-after 5m   # applications move on every 30s; unconfirmed ones are revoked after 5m
   wxcancel sim --addr :8080 --mchid 1900000001 --cert-serial-no 3775B6A45ACD588826D15E583A95F5DD2C6B1E1A \
     --public-key-id PUB_KEY_ID_0119000000012026120100000000000   # an identity fixed ahead, as in deploy/compose
 
@@ -51,13 +55,16 @@ func runSim(ctx context.Context, a *app, args []string) error {
 	faults := fs.String("faults", "", "faults to inject (see above)")
 	latency := fs.Duration("latency", 0, "delay every answer by this much")
 	sigCache := fs.Duration("signature-cache", 0, "reuse the signature of an identical answer for this long (at most 2m; for benchmarks)")
+	step := fs.Duration("step", 0, "move applications on by themselves, one state per step (0: only confirmations move them)")
+	revokeAfter := fs.Duration("revoke-after", 0, "with --step, revoke applications left unconfirmed this long (default 720h)")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
-	sim, err := startSim(wxpaysim.Options{Latency: *latency, SignatureCacheTTL: *sigCache, PublicKeyID: *keyID}, *faults, *mchID, *serial, *addr)
+	sim, err := startSim(wxpaysim.Options{Latency: *latency, SignatureCacheTTL: *sigCache, PublicKeyID: *keyID, Step: *step, RevokeAfter: *revokeAfter},
+		*faults, *mchID, *serial, *addr)
 	if err != nil {
 		return err
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/wxcancel/wxcancel/wxpay"
 )
 
-// revokeAfter is how long an approved application waits for confirmation
-// before WeChat Pay revokes it.
-const revokeAfter = 30 * 24 * time.Hour
+// defaultRevokeAfter is how long an approved application waits for
+// confirmation before WeChat Pay revokes it.
+const defaultRevokeAfter = 30 * 24 * time.Hour
 
 // cst is the zone WeChat Pay writes its times in.
 var cst = time.FixedZone("CST", 8*3600)
@@ -40,7 +40,10 @@ type CancelWithdraw struct {
 	SubMchid     string
 	State        wxpay.CancelState    // default ACCEPTED
 	Withdraw     wxpay.WithdrawChoice // default NOT_APPLY_WITHDRAW
-	ModifyTime   time.Time            // default: when it was put
+	// WithdrawState is the withdrawal's state once the funds are being
+	// paid (FUND_PROCESSING, FINISH with APPLY_WITHDRAW); empty before.
+	WithdrawState wxpay.WithdrawState
+	ModifyTime    time.Time // default: when it was put
 	// Payee is the payee as the simulator decrypted it from the application
 	// (nil when none was given), so tests can check the encryption.
 	Payee *wxpay.PayeeInfo
@@ -63,9 +66,10 @@ type Applyment struct {
 }
 
 type model struct {
-	step time.Duration
-	auto bool
-	rng  *mrand.Rand // shared with the server; used under mu only
+	step        time.Duration
+	revokeAfter time.Duration
+	auto        bool
+	rng         *mrand.Rand // shared with the server; used under mu only
 
 	mu           sync.Mutex
 	merchants    map[string]*SubMerchant
@@ -77,9 +81,12 @@ type model struct {
 	nextID       int64
 }
 
-func newModel(step time.Duration, auto bool, seed uint64) *model {
+func newModel(step, revokeAfter time.Duration, auto bool, seed uint64) *model {
+	if revokeAfter == 0 {
+		revokeAfter = defaultRevokeAfter
+	}
 	return &model{
-		step: step, auto: auto, rng: mrand.New(mrand.NewPCG(seed, seed^0x9E3779B97F4A7C15)),
+		step: step, revokeAfter: revokeAfter, auto: auto, rng: mrand.New(mrand.NewPCG(seed, seed^0x9E3779B97F4A7C15)),
 		merchants: map[string]*SubMerchant{}, withdrawals: map[string]*CancelWithdraw{}, byOutNo: map[string]*CancelWithdraw{},
 		applications: map[string]*CancelApplication{}, applyments: map[string]*Applyment{}, applymentIDs: map[int64]*Applyment{},
 		nextID: 2000001000000000,
@@ -182,21 +189,21 @@ func (m *model) newID() string {
 }
 
 // advance moves an application through the states that follow by
-// themselves, one Step each.
+// themselves, one Step each (RevokeAfter while it waits for confirmation).
 func (m *model) advance(a *CancelWithdraw, now time.Time) {
 	if m.step <= 0 {
 		return
 	}
 	for {
-		next, ok := m.nextState(a)
+		next, withdrawal, ok := m.nextState(a)
 		wait := m.step
 		if a.State == wxpay.CancelWaitingMerchantConfirm {
-			wait = revokeAfter
+			wait = m.revokeAfter
 		}
 		if !ok || now.Sub(a.ModifyTime) < wait {
 			return
 		}
-		a.State, a.ModifyTime = next, a.ModifyTime.Add(wait)
+		a.State, a.WithdrawState, a.ModifyTime = next, withdrawal, a.ModifyTime.Add(wait)
 		if next == wxpay.CancelCanceled {
 			if mer, ok := m.merchants[a.SubMchid]; ok {
 				mer.State, mer.Result = wxpay.MerchantHasBeenCancelled, wxpay.NotAllowCancelWithdraw
@@ -205,28 +212,33 @@ func (m *model) advance(a *CancelWithdraw, now time.Time) {
 	}
 }
 
-func (m *model) nextState(a *CancelWithdraw) (wxpay.CancelState, bool) {
+// nextState is the state, and withdrawal state, an application moves to by
+// itself, if any.
+func (m *model) nextState(a *CancelWithdraw) (wxpay.CancelState, wxpay.WithdrawState, bool) {
 	switch a.State {
 	case wxpay.CancelAccepted:
-		return wxpay.CancelReviewing, true
+		return wxpay.CancelReviewing, "", true
 	case wxpay.CancelReviewing:
 		if mer, ok := m.merchants[a.SubMchid]; ok && mer.Result == wxpay.NotAllowCancelWithdraw {
-			return wxpay.CancelRejected, true
+			return wxpay.CancelRejected, "", true
 		}
-		return wxpay.CancelWaitingMerchantConfirm, true
+		return wxpay.CancelWaitingMerchantConfirm, "", true
 	case wxpay.CancelWaitingMerchantConfirm:
-		return wxpay.CancelRevoked, true
+		return wxpay.CancelRevoked, "", true
 	case wxpay.CancelSystemProcessing:
-		return wxpay.CancelCanceled, true
+		return wxpay.CancelCanceled, "", true
 	case wxpay.CancelCanceled:
 		if a.Withdraw == wxpay.ApplyWithdraw {
-			return wxpay.CancelFundProcessing, true
+			return wxpay.CancelFundProcessing, wxpay.WithdrawProcessing, true
 		}
-		return wxpay.CancelFinish, true
+		return wxpay.CancelFinish, "", true
 	case wxpay.CancelFundProcessing:
-		return wxpay.CancelFinish, true
+		if a.WithdrawState == wxpay.WithdrawProcessing {
+			return wxpay.CancelFundProcessing, wxpay.WithdrawSucceed, true
+		}
+		return wxpay.CancelFinish, wxpay.WithdrawSucceed, true
 	}
-	return "", false
+	return "", "", false
 }
 
 func (m *model) advanceApplication(a *CancelApplication, now time.Time) {
@@ -259,9 +271,16 @@ func (m *model) view(a *CancelWithdraw) wxpay.CancelWithdrawApplication {
 		v.AccountInfo = mer.Accounts
 	}
 	if a.Withdraw == wxpay.ApplyWithdraw && (a.State == wxpay.CancelFundProcessing || a.State == wxpay.CancelFinish) {
-		pay, ws := wxpay.PayProcessing, wxpay.WithdrawProcessing
-		if a.State == wxpay.CancelFinish {
-			pay, ws = wxpay.PaySucceed, wxpay.WithdrawSucceed
+		ws := a.WithdrawState
+		if ws == "" { // put in this state by a test
+			ws = wxpay.WithdrawProcessing
+			if a.State == wxpay.CancelFinish {
+				ws = wxpay.WithdrawSucceed
+			}
+		}
+		pay := wxpay.PayProcessing
+		if ws == wxpay.WithdrawSucceed {
+			pay = wxpay.PaySucceed
 		}
 		v.WithdrawState = ws
 		if mer != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ func TestCancelWithdrawProgression(t *testing.T) {
 			{confirm: true, want: wxpay.CancelSystemProcessing},
 			q(step, wxpay.CancelCanceled, -1),
 			{advance: step, want: wxpay.CancelFundProcessing, withdrawState: wxpay.WithdrawProcessing, pay: wxpay.PayProcessing, modified: -1},
+			{advance: step, want: wxpay.CancelFundProcessing, withdrawState: wxpay.WithdrawSucceed, pay: wxpay.PaySucceed, modified: -1},
 			{advance: step, want: wxpay.CancelFinish, withdrawState: wxpay.WithdrawSucceed, pay: wxpay.PaySucceed, modified: -1},
 		}, wxpay.MerchantHasBeenCancelled},
 		{"several steps at once", step, "", wxpay.NotApplyWithdraw, []action{
@@ -73,6 +75,11 @@ func TestCancelWithdrawProgression(t *testing.T) {
 			q(30*24*time.Hour-time.Second, wxpay.CancelWaitingMerchantConfirm, 2),
 			q(time.Second, wxpay.CancelRevoked, 2+30*24*60),
 		}, wxpay.MerchantNormal},
+		{"revoked after RevokeAfter when it is set", step, "", wxpay.NotApplyWithdraw, []action{
+			q(2*step, wxpay.CancelWaitingMerchantConfirm, 2),
+			q(3*step-time.Second, wxpay.CancelWaitingMerchantConfirm, 2),
+			q(time.Second, wxpay.CancelRevoked, 5),
+		}, wxpay.MerchantNormal},
 		{"no step: states change only on confirmation", 0, "", wxpay.NotApplyWithdraw, []action{
 			q(365*24*time.Hour, wxpay.CancelAccepted, 0),
 		}, wxpay.MerchantNormal},
@@ -80,7 +87,12 @@ func TestCancelWithdrawProgression(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, func(o *wxpaysim.Options) { o.Step = tc.step }, nil)
+			e := newEnv(t, func(o *wxpaysim.Options) {
+				o.Step = tc.step
+				if strings.Contains(tc.name, "RevokeAfter") {
+					o.RevokeAfter = 3 * step
+				}
+			}, nil)
 			ctx := t.Context()
 			e.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid, Result: tc.result,
 				Accounts: []wxpay.AccountInfo{{OutAccountType: wxpay.BasicAccount, Amount: 500}, {OutAccountType: wxpay.OperateAccount, Amount: 0}}})
@@ -177,7 +189,12 @@ func TestCancelApplicationProgression(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, func(o *wxpaysim.Options) { o.Step = tc.step }, nil)
+			e := newEnv(t, func(o *wxpaysim.Options) {
+				o.Step = tc.step
+				if strings.Contains(tc.name, "RevokeAfter") {
+					o.RevokeAfter = 3 * step
+				}
+			}, nil)
 			e.sim.PutCancelApplication(wxpaysim.CancelApplication{OutApplyNo: "OLD1", SubMchid: subMchid, State: tc.initial})
 			e.clock.Advance(tc.advance)
 			got, _, err := e.client.QueryCancelApplication(t.Context(), "OLD1")

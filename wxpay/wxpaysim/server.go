@@ -48,11 +48,19 @@ type Options struct {
 	Seed uint64
 
 	// Step is how long a cancel-withdraw application or an old-flow cancel
-	// application stays in a state before moving on by itself (ACCEPTED →
-	// REVIEWING → WAITING_MERCHANT_CONFIRM; after confirmation
-	// SYSTEM_PROCESSING → CANCELED → FUND_PROCESSING → FINISH; REVIEWING →
-	// CANCEL_SUCCESS). Zero: states change only on confirmation.
+	// application stays in a state before moving on by itself, on the
+	// simulator's clock: ACCEPTED → REVIEWING → WAITING_MERCHANT_CONFIRM (or
+	// REJECTED for a sub-merchant not allowed to cancel); after
+	// confirmation SYSTEM_PROCESSING → CANCELED → FINISH, or, with a
+	// withdrawal, CANCELED → FUND_PROCESSING (withdraw_state
+	// WITHDRAW_PROCESSING) → FUND_PROCESSING (WITHDRAW_SUCCEED) → FINISH
+	// (WITHDRAW_SUCCEED); REVIEWING → CANCEL_SUCCESS for an old-flow
+	// application. Zero: states change only on confirmation.
 	Step time.Duration
+	// RevokeAfter is how long an application waits in
+	// WAITING_MERCHANT_CONFIRM before it is REVOKED, when Step is set;
+	// default 30 days, as WeChat Pay documents.
+	RevokeAfter time.Duration
 
 	// AutoCreate makes unknown sub-merchants, applications and applyments
 	// spring into existence on first use, in the state that lets the request
@@ -134,8 +142,8 @@ func New(o Options) (*Server, error) {
 	if o.SignatureCacheTTL < 0 || o.SignatureCacheTTL > MaxSignatureCacheTTL {
 		errs = append(errs, fmt.Errorf("wxpaysim: SignatureCacheTTL %v is outside 0..%v", o.SignatureCacheTTL, MaxSignatureCacheTTL))
 	}
-	if o.Step < 0 || o.Latency < 0 || o.RequestLog < 0 {
-		errs = append(errs, errors.New("wxpaysim: Step, Latency and RequestLog must not be negative"))
+	if o.Step < 0 || o.RevokeAfter < 0 || o.Latency < 0 || o.RequestLog < 0 {
+		errs = append(errs, errors.New("wxpaysim: Step, RevokeAfter, Latency and RequestLog must not be negative"))
 	}
 	if o.PublicKeyID != "" && !validPublicKeyID(o.PublicKeyID) {
 		errs = append(errs, fmt.Errorf("wxpaysim: PublicKeyID must start with %q", wxpay.PublicKeyIDPrefix))
@@ -176,7 +184,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.signer = signer
-	s.model = newModel(o.Step, o.AutoCreate, seed)
+	s.model = newModel(o.Step, o.RevokeAfter, o.AutoCreate, seed)
 	return s, nil
 }
 
