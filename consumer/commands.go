@@ -44,6 +44,10 @@ var commands = map[schemas.Type]command{
 		run: runs((*Service).cancelApplyment)},
 	schemas.TypeApplyCancelWithdraw: {endpoint: string(schemas.TypeApplyCancelWithdraw),
 		run: runs((*Service).applyCancelWithdraw), reconcile: reconciles((*Service).applyTookEffect)},
+	// track calls query-cancel-application for an out_apply_no.
+	schemas.TypeTrack: {readOnly: true, endpoint: string(schemas.TypeQueryCancelWithdraw),
+		run: runs((*Service).track)},
+	schemas.TypeUntrack: {run: runs((*Service).untrack)},
 }
 
 // runs adapts a handler of one command type to the table.
@@ -108,11 +112,24 @@ func (s *Service) queryApplication(ctx context.Context, d *delivery, applymentID
 }
 
 func (ex *execution) observeApplication(d *delivery, app wxpay.CancelWithdrawApplication, res *wxpay.Result) {
-	if app.ApplymentID == "" || app.CancelState == "" {
-		return
+	if ob, ok := withdrawObservation(app, res.Body); ok {
+		ex.observe(d, ob)
 	}
-	ex.observe(d, publisher.Observation{Resource: schemas.ResourceCancelWithdraw, Key: app.ApplymentID, SubMchid: app.SubMchid,
-		State: string(app.CancelState), ModifiedAt: parseTime(app.ModifyTime), Snapshot: res.Body})
+}
+
+// withdrawObservation is what a query answer shows of a cancel-withdraw
+// application: its cancel_state, with the withdraw_state when the answer
+// has one.
+func withdrawObservation(app wxpay.CancelWithdrawApplication, body []byte) (publisher.Observation, bool) {
+	if app.ApplymentID == "" || app.CancelState == "" {
+		return publisher.Observation{}, false
+	}
+	state := string(app.CancelState)
+	if app.WithdrawState != "" {
+		state += "/" + string(app.WithdrawState)
+	}
+	return publisher.Observation{Resource: schemas.ResourceCancelWithdraw, Key: app.ApplymentID, SubMchid: app.SubMchid,
+		State: state, ModifiedAt: parseTime(app.ModifyTime), Snapshot: body}, true
 }
 
 func (s *Service) queryCancelApplication(ctx context.Context, d *delivery, _ *record, c *schemas.QueryCancelApplication) execution {
@@ -121,15 +138,24 @@ func (s *Service) queryCancelApplication(ctx context.Context, d *delivery, _ *re
 		return verdict(ctx, res, err)
 	}
 	ex := succeeded(res)
-	if app.CancelState != "" {
-		key := app.OutApplyNo
-		if key == "" {
-			key = c.OutApplyNo
-		}
-		ex.observe(d, publisher.Observation{Resource: schemas.ResourceCancelApplication, Key: key, SubMchid: app.SubMchid,
-			State: string(app.CancelState), ModifiedAt: parseTime(app.UpdateTime), Snapshot: res.Body})
+	if ob, ok := applicationObservation(app, c.OutApplyNo, res.Body); ok {
+		ex.observe(d, ob)
 	}
 	return ex
+}
+
+// applicationObservation is what a query answer shows of an old-flow
+// cancel application (outApplyNo: the one asked for).
+func applicationObservation(app wxpay.CancelApplication, outApplyNo string, body []byte) (publisher.Observation, bool) {
+	if app.CancelState == "" {
+		return publisher.Observation{}, false
+	}
+	key := app.OutApplyNo
+	if key == "" {
+		key = outApplyNo
+	}
+	return publisher.Observation{Resource: schemas.ResourceCancelApplication, Key: key, SubMchid: app.SubMchid,
+		State: string(app.CancelState), ModifiedAt: parseTime(app.UpdateTime), Snapshot: body}, true
 }
 
 // confirmCancel confirms a cancel-withdraw application. When an earlier
@@ -144,9 +170,15 @@ func (s *Service) confirmCancel(ctx context.Context, d *delivery, rec *record, c
 		ApplymentID: c.ApplymentID, OutRequestNo: c.OutRequestNo, SubMchid: c.SubMchid,
 		OperatorIdentification: c.OperatorIdentification, ConfirmTime: c.ConfirmTime, CancelContractVersion: c.CancelContractVersion,
 	}
-	_, res, err := s.client.ConfirmCancel(ctx, req, s.call(d, string(schemas.TypeConfirmCancel))...)
+	resp, res, err := s.client.ConfirmCancel(ctx, req, s.call(d, string(schemas.TypeConfirmCancel))...)
 	if err == nil {
-		return succeeded(res)
+		ex := succeeded(res)
+		id := resp.ApplymentID
+		if id == "" {
+			id = c.ApplymentID
+		}
+		ex.track(trackStart{Resource: schemas.ResourceCancelWithdraw, Key: id, SubMchid: c.SubMchid, Changed: true})
+		return ex
 	}
 	ex := verdict(ctx, res, err)
 	if !(maybeSent(d, rec) || ex.ambiguous) || ctx.Err() != nil {
@@ -202,9 +234,11 @@ func (s *Service) confirmTookEffect(ctx context.Context, d *delivery, c *schemas
 // makes it idempotent at WeChat Pay; when an attempt's answer was lost, the
 // application is looked up by out_request_no to learn whether it exists.
 func (s *Service) applyCancelWithdraw(ctx context.Context, d *delivery, rec *record, c *schemas.ApplyCancelWithdraw) execution {
-	_, res, err := s.client.ApplyCancelWithdraw(ctx, applyRequest(c), s.call(d, string(schemas.TypeApplyCancelWithdraw))...)
+	resp, res, err := s.client.ApplyCancelWithdraw(ctx, applyRequest(c), s.call(d, string(schemas.TypeApplyCancelWithdraw))...)
 	if err == nil {
-		return succeeded(res)
+		ex := succeeded(res)
+		ex.track(trackStart{Resource: schemas.ResourceCancelWithdraw, Key: resp.ApplymentID, SubMchid: c.SubMchid, Changed: true})
+		return ex
 	}
 	ex := verdict(ctx, res, err)
 	if !(maybeSent(d, rec) || ex.ambiguous) || ctx.Err() != nil || ex.outcome == schemas.Succeeded {
@@ -295,6 +329,57 @@ func (s *Service) cancelApplyment(ctx context.Context, d *delivery, rec *record,
 	}
 	ex.observe(d, publisher.Observation{Resource: schemas.ResourceApplyment, Key: key, State: "CANCELED", Snapshot: json.RawMessage("null")})
 	return ex
+}
+
+// track queries the resource a track command names, as the matching query
+// command does; the answer's state starts its tracking unless it is final
+// (in commit, as every observation does). A resource WeChat Pay does not
+// know (yet) is tracked all the same, its first NOT_FOUND counted: three in
+// a row end the tracking.
+func (s *Service) track(ctx context.Context, d *delivery, _ *record, c *schemas.Track) execution {
+	if s.tracks == nil {
+		return trackingOff()
+	}
+	resource, key := c.Target()
+	var ex execution
+	if resource == schemas.ResourceCancelWithdraw {
+		ex = s.queryCancelWithdraw(ctx, d, nil, &schemas.QueryCancelWithdraw{ApplymentID: key})
+	} else {
+		ex = s.queryCancelApplication(ctx, d, nil, &schemas.QueryCancelApplication{OutApplyNo: key})
+	}
+	if ex.outcome == schemas.Failed && ex.err != nil && ex.err.Code == wxpay.CodeNotFound {
+		ex.track(trackStart{Resource: resource, Key: key, NotFound: true})
+	}
+	return ex
+}
+
+// untrack ends the tracking of the resource an untrack command names; it
+// sends no request.
+func (s *Service) untrack(ctx context.Context, d *delivery, _ *record, c *schemas.Untrack) execution {
+	if s.tracks == nil {
+		return trackingOff()
+	}
+	resource, key := c.Target()
+	was, err := s.tracks.untrack(ctx, resource, key, d.traceparent)
+	if err != nil {
+		return execution{jetstream: err}
+	}
+	result, err := json.Marshal(struct {
+		Resource   schemas.Resource `json:"resource"`
+		Key        string           `json:"key"`
+		WasTracked bool             `json:"was_tracked"`
+	}{resource, key, was})
+	if err != nil {
+		return execution{jetstream: err}
+	}
+	return execution{outcome: schemas.Succeeded, result: result}
+}
+
+// trackingOff rejects a track or untrack command while tracking is off:
+// nothing is sent.
+func trackingOff() execution {
+	return rejected("lifecycle tracking is off (WXCANCEL_TRACK=false)",
+		schemas.Violation{Field: "", Rule: schemas.RuleTrackingOff, Message: "lifecycle tracking is off in this service (WXCANCEL_TRACK=false)"})
 }
 
 // ownApplication reports whether app, a cancel-withdraw application found

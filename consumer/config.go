@@ -49,6 +49,25 @@ type Config struct {
 	// Provision: create or update streams, consumer and buckets at start
 	// (WXCANCEL_PROVISION, default true). When false they must exist.
 	Provision bool
+
+	// Track turns lifecycle tracking on: every cancel-withdraw and
+	// cancel-application seen in a state that is not final is polled until
+	// it is (WXCANCEL_TRACK, default true; docs/interface.md, Lifecycle
+	// tracking).
+	Track bool
+	// TrackInterval is the wait before the first poll of a tracked resource,
+	// and after a change (WXCANCEL_TRACK_INTERVAL, default 1m, at least
+	// 100ms).
+	TrackInterval time.Duration
+	// TrackMaxInterval caps the wait between polls, which doubles while the
+	// state stays the same (WXCANCEL_TRACK_MAX_INTERVAL, default 1h).
+	TrackMaxInterval time.Duration
+	// TrackHorizon is how long a resource is tracked at most
+	// (WXCANCEL_TRACK_HORIZON, default 1440h, at least 1s).
+	TrackHorizon time.Duration
+	// TrackRate bounds the polls of all instances together, per second
+	// (WXCANCEL_TRACK_RATE, default 5).
+	TrackRate float64
 }
 
 // MaxRedeliveryDelay caps the doubling redelivery delay.
@@ -67,8 +86,22 @@ func DefaultConfig() Config {
 		OutcomeTTL:      7 * 24 * time.Hour,
 		Replicas:        1,
 		Provision:       true,
+
+		Track:            true,
+		TrackInterval:    time.Minute,
+		TrackMaxInterval: time.Hour,
+		TrackHorizon:     60 * 24 * time.Hour,
+		TrackRate:        5,
 	}
 }
+
+// The smallest tracking durations accepted (for tests), and the highest
+// poll rate.
+const (
+	MinTrackInterval = 100 * time.Millisecond
+	MinTrackHorizon  = time.Second
+	MaxTrackRate     = 1000
+)
 
 var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
@@ -120,6 +153,18 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		add("WXCANCEL_REPLICAS: must be 1-5, got %d", c.Replicas)
+	}
+	if c.TrackInterval < MinTrackInterval {
+		add("WXCANCEL_TRACK_INTERVAL: must be at least %s, got %s", MinTrackInterval, c.TrackInterval)
+	}
+	if c.TrackMaxInterval < c.TrackInterval {
+		add("WXCANCEL_TRACK_MAX_INTERVAL (%s) must be at least WXCANCEL_TRACK_INTERVAL (%s)", c.TrackMaxInterval, c.TrackInterval)
+	}
+	if c.TrackHorizon < MinTrackHorizon {
+		add("WXCANCEL_TRACK_HORIZON: must be at least %s, got %s", MinTrackHorizon, c.TrackHorizon)
+	}
+	if !(c.TrackRate > 0 && c.TrackRate <= MaxTrackRate) { // NaN too
+		add("WXCANCEL_TRACK_RATE: must be more than 0 and at most %d polls per second, got %g", MaxTrackRate, c.TrackRate)
 	}
 	return errors.Join(errs...)
 }

@@ -22,6 +22,11 @@ func TestConfigDefaults(t *testing.T) {
 		{"outcome ttl", c.OutcomeTTL, 7 * 24 * time.Hour},
 		{"replicas", c.Replicas, 1},
 		{"provision", c.Provision, true},
+		{"track", c.Track, true},
+		{"track interval", c.TrackInterval, time.Minute},
+		{"track max interval", c.TrackMaxInterval, time.Hour},
+		{"track horizon", c.TrackHorizon, 1440 * time.Hour},
+		{"track rate", c.TrackRate, 5.0},
 	}
 	for _, tc := range checks {
 		if tc.got != tc.want {
@@ -32,10 +37,16 @@ func TestConfigDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("the defaults with a merchant id do not validate: %v", err)
 	}
+	// The shortest tracking durations, for tests, are accepted.
+	c.TrackInterval, c.TrackMaxInterval, c.TrackHorizon = 100*time.Millisecond, 100*time.Millisecond, time.Second
+	if err := c.Validate(); err != nil {
+		t.Errorf("the shortest tracking durations do not validate: %v", err)
+	}
 }
 
 func TestConfigValidateNamesEverySetting(t *testing.T) {
-	c := Config{Prefix: "wx.pay", MchID: "19x", AckWait: 5 * time.Minute, Replicas: 7}
+	c := Config{Prefix: "wx.pay", MchID: "19x", AckWait: 5 * time.Minute, Replicas: 7,
+		TrackInterval: 10 * time.Millisecond, TrackMaxInterval: time.Millisecond, TrackHorizon: time.Millisecond, TrackRate: -1}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted an invalid configuration")
@@ -43,7 +54,8 @@ func TestConfigValidateNamesEverySetting(t *testing.T) {
 	for _, want := range []string{
 		"WXCANCEL_SUBJECT_PREFIX", "WXPAY_MCHID", "WXCANCEL_REDELIVERY_DELAY", "WXCANCEL_SHUTDOWN_TIMEOUT",
 		"WXCANCEL_OUTCOME_TTL", "WXCANCEL_ACK_WAIT: must be 3s to 1m0s", "WXCANCEL_MAX_DELIVER",
-		"WXCANCEL_CONCURRENCY", "WXCANCEL_REPLICAS",
+		"WXCANCEL_CONCURRENCY", "WXCANCEL_REPLICAS", "WXCANCEL_TRACK_INTERVAL: must be at least 100ms",
+		"WXCANCEL_TRACK_MAX_INTERVAL", "WXCANCEL_TRACK_HORIZON: must be at least 1s", "WXCANCEL_TRACK_RATE",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not mention %q:\n%v", want, err)

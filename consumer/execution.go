@@ -27,6 +27,23 @@ type execution struct {
 	attempts     int  // HTTP requests made in this delivery
 	ambiguous    bool // a POST may have taken effect although it failed (wxpay.Result.Ambiguous)
 	observations []publisher.Observation
+	// tracks are tracked resources the answers showed without a state.
+	tracks []trackStart
+	// jetstream is a JetStream failure of a command that works on
+	// JetStream only (untrack): nothing is decided, the delivery is handed
+	// back.
+	jetstream error
+}
+
+// trackStart is an answer that shows a tracked kind of resource without
+// its state: a submission or a confirmation that went through (Changed: the
+// cadence restarts), or a track command's query answered NOT_FOUND.
+type trackStart struct {
+	Resource schemas.Resource `json:"resource"`
+	Key      string           `json:"key"`
+	SubMchid string           `json:"sub_mchid,omitempty"`
+	Changed  bool             `json:"changed,omitempty"`
+	NotFound bool             `json:"not_found,omitempty"`
 }
 
 func (ex *execution) add(res *wxpay.Result) {
@@ -66,11 +83,17 @@ func rejected(msg string, vs ...schemas.Violation) execution {
 	return execution{outcome: schemas.Rejected, err: &publisher.ErrorData{Code: schemas.CodeInvalidCommand, Message: msg, Violations: vs}}
 }
 
-// call returns the options of one WeChat Pay call: its attempts are counted in
-// metrics and logged, it waits out its retry backoffs without holding a
-// worker's place, and its requests wait at d's send gate, if any.
+// call returns the options of one WeChat Pay call of a command: its
+// attempts are counted and logged, it waits out its retry backoffs without
+// holding a worker's place, and its requests wait at d's send gate, if any.
 func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
-	return []wxpay.CallOption{wxpay.WithRetryWait(d.slot.waitOut), wxpay.WithSendGate(d.gate), wxpay.WithAttemptHook(func(a wxpay.Attempt) {
+	return []wxpay.CallOption{wxpay.WithRetryWait(d.slot.waitOut), wxpay.WithSendGate(d.gate), s.countAttempts(d.log, endpoint)}
+}
+
+// countAttempts counts every attempt of a call to endpoint in metrics and
+// logs the retries (every attempt at debug level) to log.
+func (s *Service) countAttempts(log *slog.Logger, endpoint string) wxpay.CallOption {
+	return wxpay.WithAttemptHook(func(a wxpay.Attempt) {
 		s.metrics.Requests.WithLabelValues(endpoint, statusLabel(a.StatusCode)).Inc()
 		s.metrics.RequestDuration.WithLabelValues(endpoint).Observe(a.Duration.Seconds())
 		if a.Retry {
@@ -80,7 +103,7 @@ func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
 		if errors.As(a.Err, &sigErr) {
 			s.metrics.SignatureFailures.WithLabelValues(string(sigErr.Reason)).Inc()
 		}
-		if !a.Retry && !d.log.Enabled(context.Background(), slog.LevelDebug) {
+		if !a.Retry && !log.Enabled(context.Background(), slog.LevelDebug) {
 			return // nothing to log: spare building the record
 		}
 		attrs := []any{"endpoint", endpoint, "attempt", a.Number, "host", a.Host, "status", a.StatusCode, "duration", a.Duration}
@@ -89,11 +112,11 @@ func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
 		}
 		if a.Retry {
 			attrs = append(attrs, "retry_in", a.Delay)
-			d.log.Info("WeChat Pay request failed; retrying", attrs...)
+			log.Info("WeChat Pay request failed; retrying", attrs...)
 			return
 		}
-		d.log.Debug("WeChat Pay request", attrs...)
-	})}
+		log.Debug("WeChat Pay request", attrs...)
+	})
 }
 
 // verdict turns a call's error into an execution: retry for what
@@ -175,6 +198,14 @@ func (ex *execution) observe(d *delivery, ob publisher.Observation) {
 		return
 	}
 	ex.observations = append(ex.observations, ob)
+}
+
+// track adds a tracked resource shown without its state, under the same
+// condition.
+func (ex *execution) track(t trackStart) {
+	if schemas.ValidKey(t.Key) {
+		ex.tracks = append(ex.tracks, t)
+	}
 }
 
 // parseTime reads an RFC 3339 time from a response; zero when absent or

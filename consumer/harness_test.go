@@ -67,6 +67,7 @@ type harness struct {
 	merchant wxpaysim.Merchant
 	cfg      consumer.Config
 	retry    wxpay.RetryPolicy // the instances' in-process retries
+	attempt  time.Duration     // the instances' attempt timeout
 	clock    func() time.Time  // the instances' clock; nil: time.Now
 	nc       *nats.Conn        // the test's own connection (sender and observer)
 	js       jetstream.JetStream
@@ -95,6 +96,7 @@ func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
 	cfg := consumer.DefaultConfig()
 	cfg.MchID = m.MchID
 	h.retry = wxpay.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsed: 150 * time.Millisecond}
+	h.attempt = 2 * time.Second
 	cfg.MaxDeliver = 3
 	cfg.RedeliveryDelay = 20 * time.Millisecond
 	cfg.Concurrency = 8
@@ -107,24 +109,55 @@ func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
 }
 
 // requestGauge passes requests to the simulator, counting those in
-// progress and the most seen at once.
+// progress, the most seen at once (in all, and for one path), and when
+// each path was requested.
 type requestGauge struct {
 	next      http.Handler
 	mu        sync.Mutex
 	now, most int
+	paths     map[string]int // in progress, by path
+	mostPath  int
+	at        map[string][]time.Time
 }
 
 func (g *requestGauge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
 	g.mu.Lock()
+	if g.paths == nil {
+		g.paths, g.at = map[string]int{}, map[string][]time.Time{}
+	}
 	g.now++
 	g.most = max(g.most, g.now)
+	g.paths[path]++
+	g.mostPath = max(g.mostPath, g.paths[path])
+	g.at[path] = append(g.at[path], time.Now())
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
 		g.now--
+		g.paths[path]--
 		g.mu.Unlock()
 	}()
 	g.next.ServeHTTP(w, r)
+}
+
+// peakPerPath returns the most requests seen in progress at once for one
+// path (one resource).
+func (g *requestGauge) peakPerPath() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mostPath
+}
+
+// times returns when each path was requested, by path.
+func (g *requestGauge) times() map[string][]time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string][]time.Time, len(g.at))
+	for p, ts := range g.at {
+		out[p] = append([]time.Time(nil), ts...)
+	}
+	return out
 }
 
 // inProgress returns the requests in progress now.
@@ -201,7 +234,7 @@ func (h *harness) start(name string) *instance {
 		h.t.Fatal(err)
 	}
 	wcfg.Retry = h.retry
-	wcfg.AttemptTimeout = 2 * time.Second
+	wcfg.AttemptTimeout = h.attempt
 	client, err := wxpay.NewClient(wcfg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -355,7 +388,7 @@ func (h *harness) check(m *jetstream.RawStreamMsg) event {
 func (h *harness) outcomes() map[string][]event {
 	out := map[string][]event{}
 	for _, e := range h.events() {
-		if e.Type != "wxpay.status.changed" {
+		if e.Type != "wxpay.status.changed" && e.Type != "wxpay.tracking.ended" {
 			out[e.CESubj] = append(out[e.CESubj], e)
 		}
 	}

@@ -40,10 +40,11 @@ type Metrics struct {
 	// (publishing the outcome event). Their sum is most of what a command
 	// costs beyond WeChat Pay's own latency.
 	JetStreamDuration *prometheus.HistogramVec
-	// JetStreamFailures counts JetStream operations of a command that
-	// failed, by step (those of JetStreamDuration, dead_letter for the
-	// copy to the dead-letter stream, settle for the acknowledgement): the
-	// command is handed back and its redelivery starts over from the record.
+	// JetStreamFailures counts JetStream operations that failed, by step
+	// (those of JetStreamDuration, dead_letter for the copy to the
+	// dead-letter stream, settle for the acknowledgement, tracking for the
+	// tracking records): a command is handed back and its redelivery starts
+	// over from the record; a poll is made again.
 	JetStreamFailures *prometheus.CounterVec
 	// Duplicates counts deliveries answered from the outcome record without
 	// executing the command: a re-sent command id, or a redelivery after
@@ -54,6 +55,15 @@ type Metrics struct {
 	// failed): done only for a redelivery that comes past the duplicate
 	// window, after an outage.
 	EventLookups *prometheus.CounterVec
+	// TrackedResources is the number of resources tracked now, by resource
+	// (all instances together; every instance reports the same from its
+	// copy of the tracking bucket).
+	TrackedResources *prometheus.GaugeVec
+	// TrackPolls counts the tracking polls this instance made, by resource
+	// and result: changed, unchanged, not_found, failed.
+	TrackPolls *prometheus.CounterVec
+	// TrackEnded counts the trackings this instance ended, by reason.
+	TrackEnded *prometheus.CounterVec
 }
 
 // JetStream steps observed by Metrics.JetStreamDuration.
@@ -64,6 +74,7 @@ const (
 	jsEventPublish = "event_publish"
 	jsDeadLetter   = "dead_letter"
 	jsSettle       = "settle"
+	jsTracking     = "tracking"
 )
 
 // NewMetrics creates the metrics and registers them with reg (none when nil).
@@ -111,11 +122,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		EventLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxcancel_event_lookups_total", Help: "Recorded outcome events looked up in the events stream before publishing them again, by result.",
 		}, []string{"result"}),
+		TrackedResources: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxcancel_tracked_resources", Help: "Resources tracked now, by resource (all instances together).",
+		}, []string{"resource"}),
+		TrackPolls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_track_polls_total", Help: "Tracking polls made, by resource and result (changed, unchanged, not_found, failed).",
+		}, []string{"resource", "result"}),
+		TrackEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_track_ended_total", Help: "Trackings ended, by reason (final, not_found, untracked, expired).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Requests, m.RequestDuration, m.Retries, m.SignatureFailures,
 			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration,
-			m.JetStreamFailures, m.Duplicates, m.EventLookups)
+			m.JetStreamFailures, m.Duplicates, m.EventLookups, m.TrackedResources, m.TrackPolls, m.TrackEnded)
 	}
 	return m
 }

@@ -145,6 +145,9 @@ func (s *Service) process(ctx context.Context, d *delivery) settlement {
 	rec := found.rec
 	act := s.policy.decide(rec, nil, d.attempt(ctx))
 	ex := s.execute(ctx, d, found, act)
+	if ex != nil && ex.jetstream != nil {
+		return s.infraRetry(d, jsTracking, ex.jetstream)
+	}
 	if ex != nil {
 		rec = rec.progressed(*ex)
 		act = s.policy.decide(rec, ex, d.attempt(ctx))
@@ -219,12 +222,15 @@ func (s *Service) commit(ctx context.Context, d *delivery, rec *record, rev uint
 		rec.DeadLettered = true
 		failed := execution{outcome: schemas.Failed, err: act.cause}
 		if ex != nil {
-			failed.observations = ex.observations
+			failed.observations, failed.tracks = ex.observations, ex.tracks
 		}
 		return s.conclude(ctx, d, rec, rev, failed)
 	case stepRetryLater, stepHandBack:
 		if err := s.observe(ctx, d, ex.observations, time.Time{}); err != nil {
 			return s.infraRetry(d, jsStatus, err)
+		}
+		if err := s.follow(ctx, d, ex.observations, ex.tracks); err != nil {
+			return s.infraRetry(d, jsTracking, err)
 		}
 		if act.step == stepHandBack {
 			// Not cut short by the shutdown that stopped the command: the
@@ -268,7 +274,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		// Building an event from our own data cannot fail unless a bug does.
 		return s.infraRetry(d, jsOutcomeWrite, err)
 	}
-	rec.Outcome, rec.Event, rec.LastError, rec.Observations = ex.outcome, &msg, nil, ex.observations
+	rec.Outcome, rec.Event, rec.LastError, rec.Observations, rec.Tracks = ex.outcome, &msg, nil, ex.observations, ex.tracks
 	rec.Published, rec.Seq = true, d.seq // by this delivery, before it is settled
 	start := time.Now()
 	// Not cut short by shutdown: once WeChat Pay has answered, losing the
@@ -313,6 +319,9 @@ func (s *Service) publishRecorded(ctx context.Context, d *delivery, rec *record,
 		if err := s.observe(ctx, d, rec.Observations, rec.written); err != nil {
 			return s.infraRetry(d, jsStatus, err)
 		}
+		if err := s.follow(ctx, d, rec.Observations, rec.Tracks); err != nil {
+			return s.infraRetry(d, jsTracking, err)
+		}
 		d.slot.handOver()
 		start := time.Now()
 		err := s.pub.Publish(ctx, *rec.Event)
@@ -338,6 +347,29 @@ func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Obse
 		s.metrics.since(jsStatus, start)
 		if err != nil {
 			return fmt.Errorf("status %s/%s: %w", ob.Resource, ob.Key, err)
+		}
+	}
+	return nil
+}
+
+// follow tells lifecycle tracking what d's answers showed of tracked kinds
+// of resources (obs, recorded in the status bucket before; tracks, shown
+// without a state), so that each is tracked, restarted or ended; nothing
+// when tracking is off.
+func (s *Service) follow(ctx context.Context, d *delivery, obs []publisher.Observation, tracks []trackStart) error {
+	if s.tracks == nil {
+		return nil
+	}
+	for _, ob := range obs {
+		sg := sighting{resource: ob.Resource, key: ob.Key, subMchid: ob.SubMchid, state: ob.State, modifiedAt: ob.ModifiedAt}
+		if err := s.tracks.seen(ctx, sg, d.traceparent); err != nil {
+			return fmt.Errorf("tracking %s/%s: %w", ob.Resource, ob.Key, err)
+		}
+	}
+	for _, t := range tracks {
+		sg := sighting{resource: t.Resource, key: t.Key, subMchid: t.SubMchid, changed: t.Changed, notFound: t.NotFound}
+		if err := s.tracks.seen(ctx, sg, d.traceparent); err != nil {
+			return fmt.Errorf("tracking %s/%s: %w", t.Resource, t.Key, err)
 		}
 	}
 	return nil

@@ -48,12 +48,36 @@ const durableName = "wxcancel"
 //     (7 days): the idempotency window for re-sent ids.
 //   - Status bucket: the last state seen of each resource, kept forever
 //     (one small record per resource), updated by compare-and-set.
+//   - Tracking bucket: one record per tracked resource (its state, cadence,
+//     next poll and the claim of a poll in flight), updated by
+//     compare-and-set and deleted once its tracking has ended; every
+//     instance watches it.
+//   - Lease bucket: one key, held by the instance that drives the polls;
+//     its TTL (TrackLeaseTTL) frees it when that instance dies.
 //   - Replicas: WXCANCEL_REPLICAS everywhere (1 on a single server, 3 on a
 //     cluster: tolerates the loss of one node).
 type Topology struct {
 	Commands, Events, DLQ jetstream.StreamConfig
 	Consumer              jetstream.ConsumerConfig
 	Outcomes, Status      jetstream.KeyValueConfig
+	Tracking, Lease       jetstream.KeyValueConfig
+}
+
+// TrackLeaseTTL is how long the lease of the instance that drives the
+// tracking polls outlives its last renewal: after a kill, another instance
+// takes over within it.
+const TrackLeaseTTL = 6 * time.Second
+
+// Streams returns the configurations of the streams, in the order they
+// are provisioned.
+func (t Topology) Streams() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ}
+}
+
+// Buckets returns the configurations of the KV buckets, in the order they
+// are provisioned.
+func (t Topology) Buckets() []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{t.Outcomes, t.Status, t.Tracking, t.Lease}
 }
 
 // NewTopology derives every stream, consumer and bucket configuration from c.
@@ -122,6 +146,21 @@ func NewTopology(c Config) Topology {
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
 		},
+		Tracking: jetstream.KeyValueConfig{
+			Bucket:      up + "_TRACKING",
+			Description: "wxcancel resources followed to their end, and when each is polled next",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		},
+		Lease: jetstream.KeyValueConfig{
+			Bucket:      up + "_TRACK_LEASE",
+			Description: "wxcancel the instance that drives the tracking polls",
+			History:     1,
+			TTL:         TrackLeaseTTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		},
 	}
 }
 
@@ -131,9 +170,9 @@ var ErrNotProvisioned = errors.New("consumer: JetStream objects missing")
 
 // Handles are the JetStream objects the service works with.
 type Handles struct {
-	Consumer         jetstream.Consumer
-	Events           jetstream.Stream
-	Outcomes, Status jetstream.KeyValue
+	Consumer                          jetstream.Consumer
+	Events                            jetstream.Stream
+	Outcomes, Status, Tracking, Lease jetstream.KeyValue
 }
 
 // Provision creates or updates every object of t when create is true; it is
@@ -145,7 +184,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology, create b
 		return lookup(ctx, js, t)
 	}
 	var h Handles
-	for _, sc := range []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ} {
+	for _, sc := range t.Streams() {
 		err := retryRace(ctx, func() error {
 			s, err := js.CreateOrUpdateStream(ctx, sc)
 			if sc.Name == t.Events.Name {
@@ -167,7 +206,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology, create b
 	for _, kc := range []struct {
 		cfg jetstream.KeyValueConfig
 		dst *jetstream.KeyValue
-	}{{t.Outcomes, &h.Outcomes}, {t.Status, &h.Status}} {
+	}{{t.Outcomes, &h.Outcomes}, {t.Status, &h.Status}, {t.Tracking, &h.Tracking}, {t.Lease, &h.Lease}} {
 		err := retryRace(ctx, func() (err error) {
 			*kc.dst, err = js.CreateOrUpdateKeyValue(ctx, kc.cfg)
 			return err
@@ -192,7 +231,7 @@ func lookup(ctx context.Context, js jetstream.JetStream, t Topology) (Handles, e
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 		}
 	}
-	for _, sc := range []jetstream.StreamConfig{t.Commands, t.Events, t.DLQ} {
+	for _, sc := range t.Streams() {
 		s, err := js.Stream(ctx, sc.Name)
 		if sc.Name == t.Events.Name {
 			h.Events = s
@@ -209,6 +248,10 @@ func lookup(ctx context.Context, js jetstream.JetStream, t Topology) (Handles, e
 	note("bucket "+t.Outcomes.Bucket, err, jetstream.ErrBucketNotFound)
 	h.Status, err = js.KeyValue(ctx, t.Status.Bucket)
 	note("bucket "+t.Status.Bucket, err, jetstream.ErrBucketNotFound)
+	h.Tracking, err = js.KeyValue(ctx, t.Tracking.Bucket)
+	note("bucket "+t.Tracking.Bucket, err, jetstream.ErrBucketNotFound)
+	h.Lease, err = js.KeyValue(ctx, t.Lease.Bucket)
+	note("bucket "+t.Lease.Bucket, err, jetstream.ErrBucketNotFound)
 	if len(missing) > 0 {
 		errs = append([]error{fmt.Errorf("%w (provisioning is off): %s", ErrNotProvisioned, strings.Join(missing, ", "))}, errs...)
 	}

@@ -52,6 +52,9 @@ type record struct {
 	// calling WeChat Pay. (Observing is idempotent: an unchanged state
 	// publishes nothing.)
 	Observations []publisher.Observation `json:"observations,omitempty"`
+	// Tracks are the tracked resources the execution showed without a
+	// state, recorded and applied like Observations.
+	Tracks []trackStart `json:"tracks,omitempty"`
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
 	Replays int `json:"replays,omitempty"`

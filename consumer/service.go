@@ -16,6 +16,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +42,8 @@ type Service struct {
 	tracker *publisher.StatusTracker
 	records records
 	workers *workers
+	tracks  *tracks // nil when tracking is off
+	poller  *poller // nil when tracking is off
 	log     *slog.Logger
 	metrics *Metrics
 	clock   func() time.Time
@@ -56,9 +60,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics records Prometheus metrics; a private registry when nil.
 	Metrics *Metrics
-	// Clock is the time source of events and of the age of records;
-	// time.Now when nil.
+	// Clock is the time source of events, of the age of records and of
+	// the tracking cadence; time.Now when nil.
 	Clock func() time.Time
+	// Rand draws the jitter of the tracking cadence, uniform in [0, 1);
+	// math/rand/v2's Float64 when nil.
+	Rand func() float64
 }
 
 // New provisions (or, with Config.Provision false, checks) the streams,
@@ -96,6 +103,14 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 	}
 	s.tracker = s.pub.StatusTracker(h.Status, h.Events)
 	s.workers = newWorkers(h.Consumer, cfg.Concurrency, s.handle, s.log, s.metrics.InFlight)
+	if cfg.Track {
+		r := o.Rand
+		if r == nil {
+			r = mrand.Float64
+		}
+		s.tracks = newTracks(h.Tracking, s.pub, h.Events, cfg, s.clock, r, s.log, s.metrics)
+		s.poller = newPoller(s, s.tracks, h.Lease)
+	}
 	return s, nil
 }
 
@@ -122,6 +137,7 @@ func (s *Service) Run(ctx context.Context) {
 	if err := s.tracker.Follow(workCtx, 0); err != nil {
 		s.log.Warn("status records will be read for every observation", "err", err)
 	}
+	polled := s.startTracking(ctx, workCtx)
 	s.ready.Store(true)
 	s.log.Info("consuming commands", "stream", s.topo.Commands.Name, "consumer", s.topo.Consumer.Durable,
 		"concurrency", s.cfg.Concurrency, "max_deliver", s.cfg.MaxDeliver)
@@ -134,7 +150,63 @@ func (s *Service) Run(ctx context.Context) {
 	} else {
 		s.log.Info("drained")
 	}
-	cancelWork() // the idle workers and the status bucket's watch end with the work context
+	cancelWork() // the idle workers, the polls and the buckets' watches end with the work context
 	s.workers.wait()
+	<-polled
 	<-s.tracker.FollowEnded()
+}
+
+// startTracking follows the tracking bucket and runs the poller until ctx
+// ends (their goroutines end with workCtx); the channel is closed once both
+// have ended. A watch that cannot start is retried until it does: until
+// then commands that show a resource read its record, and nothing is
+// polled.
+func (s *Service) startTracking(ctx, workCtx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	if s.tracks == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		var polls sync.WaitGroup
+		polls.Add(1)
+		go func() {
+			defer polls.Done()
+			s.poller.run(ctx, workCtx)
+		}()
+		s.followTracks(workCtx)
+		polls.Wait()
+	}()
+	return done
+}
+
+// followTracks keeps the copy of the tracking bucket until workCtx ends,
+// watching again whenever the watch ends or the connection to NATS came
+// back (a reconnection may have lost changes).
+func (s *Service) followTracks(workCtx context.Context) {
+	nc := s.js.Conn()
+	for workCtx.Err() == nil {
+		reconnects := nc.Stats().Reconnects
+		watchCtx, stop := context.WithCancel(workCtx)
+		ended, err := s.tracks.follow(watchCtx)
+		if err != nil {
+			stop()
+			s.log.Warn("tracking: watching the tracking bucket failed; trying again", "err", err)
+			_ = sleepContext(workCtx, time.Second)
+			continue
+		}
+		for watching := true; watching; {
+			select {
+			case <-ended:
+				watching = false
+			case <-workCtx.Done():
+				watching = false
+			case <-time.After(time.Second):
+				watching = nc.Stats().Reconnects == reconnects
+			}
+		}
+		stop()
+		<-ended
+	}
 }

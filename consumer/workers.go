@@ -55,6 +55,8 @@ type workers struct {
 	idle chan jetstream.Msg
 
 	running    sync.WaitGroup // messages handed to a worker and not yet returned
+	handling   atomic.Int64   // the same, counted
+	size       int
 	goroutines sync.WaitGroup // worker goroutines, busy or idle
 }
 
@@ -76,7 +78,7 @@ func newWorkers(cons jetstream.Consumer, size int, handle func(context.Context, 
 		busy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"})
 	}
 	return &workers{
-		cons: cons, handle: handle, log: log, busy: busy,
+		cons: cons, handle: handle, log: log, busy: busy, size: size,
 		sem:     make(chan struct{}, size),
 		parked:  make(chan struct{}, size),
 		handoff: make(chan *handover),
@@ -133,6 +135,10 @@ func (w *workers) drain(timeout time.Duration, cancel func()) (cancelled bool) {
 		return true
 	}
 }
+
+// saturated reports whether as many messages are being handled as there
+// are places (or more, back from waits): other work yields to them.
+func (w *workers) saturated() bool { return w.handling.Load() >= int64(w.size) }
 
 // wait waits for the worker goroutines, which end with the work context.
 func (w *workers) wait() { w.goroutines.Wait() }
@@ -204,6 +210,7 @@ func (w *workers) pullWith(ctx, workCtx context.Context, it jetstream.MessagesCo
 // place may miss the next message); they end with the work context.
 func (w *workers) dispatch(workCtx context.Context, msg jetstream.Msg) {
 	w.running.Add(1)
+	w.handling.Add(1)
 	w.busy.Inc()
 	select {
 	case w.idle <- msg:
@@ -233,6 +240,7 @@ func (w *workers) work(workCtx context.Context, msg jetstream.Msg) {
 	sl := &slot{w: w}
 	w.handle(workCtx, msg, sl)
 	w.busy.Dec()
+	w.handling.Add(-1)
 	if sl.promised != nil {
 		sl.promised.place <- struct{}{}
 	} else {

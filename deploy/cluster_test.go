@@ -208,6 +208,19 @@ func jsAPI(nc *nats.Conn, subject string, body []byte) error {
 	return nil
 }
 
+// streamNames names every stream of topo, the buckets' included
+// (KV_<bucket>).
+func streamNames(topo consumer.Topology) []string {
+	var names []string
+	for _, sc := range topo.Streams() {
+		names = append(names, sc.Name)
+	}
+	for _, kv := range topo.Buckets() {
+		names = append(names, "KV_"+kv.Bucket)
+	}
+	return names
+}
+
 // snapshot returns the configuration of every object of topo as the server
 // holds it.
 func snapshot(t *testing.T, js jetstream.JetStream, topo consumer.Topology) map[string]any {
@@ -215,7 +228,7 @@ func snapshot(t *testing.T, js jetstream.JetStream, topo consumer.Topology) map[
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out := map[string]any{}
-	for _, name := range []string{topo.Commands.Name, topo.Events.Name, topo.DLQ.Name, "KV_" + topo.Outcomes.Bucket, "KV_" + topo.Status.Bucket} {
+	for _, name := range streamNames(topo) {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("stream %s: %v", name, err)
@@ -344,7 +357,14 @@ func TestClusterDeployment(t *testing.T) {
 		if !errors.Is(err, consumer.ErrNotProvisioned) {
 			t.Fatalf("consumer.New = %v, want ErrNotProvisioned", err)
 		}
-		for _, name := range []string{topo.Commands.Name, topo.Events.Name, topo.DLQ.Name, topo.Consumer.Durable, topo.Outcomes.Bucket, topo.Status.Bucket} {
+		names := []string{topo.Consumer.Durable}
+		for _, sc := range topo.Streams() {
+			names = append(names, sc.Name)
+		}
+		for _, kv := range topo.Buckets() {
+			names = append(names, kv.Bucket)
+		}
+		for _, name := range names {
 			if !strings.Contains(err.Error(), name) {
 				t.Errorf("the error does not name %s: %v", name, err)
 			}
@@ -352,7 +372,7 @@ func TestClusterDeployment(t *testing.T) {
 	})
 
 	step("the administrator creates the objects from deploy/nats/*.json as the nats CLI does", func(t *testing.T) {
-		for _, name := range []string{topo.Commands.Name, topo.Events.Name, topo.DLQ.Name, "KV_" + topo.Outcomes.Bucket, "KV_" + topo.Status.Bucket} {
+		for _, name := range streamNames(topo) {
 			body, err := os.ReadFile(filepath.Join(cliStreamsDir, name+".json"))
 			if err != nil {
 				t.Fatal(err)
@@ -424,7 +444,7 @@ func TestClusterDeployment(t *testing.T) {
 		}
 		// What serve provisions for the buckets is what kvStream (and so
 		// the JSON files) say.
-		for _, kv := range []jetstream.KeyValueConfig{topo.Outcomes, topo.Status} {
+		for _, kv := range topo.Buckets() {
 			sameConfig(t, "bucket "+kv.Bucket, normalizeStream(after["KV_"+kv.Bucket].(jetstream.StreamConfig)), normalizeStream(kvStream(kv)))
 		}
 	})

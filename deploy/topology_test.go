@@ -209,10 +209,10 @@ func TestNACKResourcesEqualTopology(t *testing.T) {
 				o.spec(t, &kv, true)
 				kvs[kv.Bucket] = kv.config(t)
 			}
-			if len(kvs) != 2 {
-				t.Errorf("NACK declares %d KV buckets, serve provisions 2", len(kvs))
+			if len(kvs) != len(topo.Buckets()) {
+				t.Errorf("NACK declares %d KV buckets, serve provisions %d", len(kvs), len(topo.Buckets()))
 			}
-			for _, w := range []jetstream.KeyValueConfig{topo.Outcomes, topo.Status} {
+			for _, w := range topo.Buckets() {
 				sameConfig(t, "NACK KeyValue "+w.Bucket, kvs[w.Bucket], w)
 			}
 		})
@@ -279,8 +279,9 @@ func cliStreams(t *testing.T) map[string]jetstream.StreamConfig {
 func TestCLIConfigsEqualTopology(t *testing.T) {
 	topo := consumer.NewTopology(productionConfig().Config)
 	streams := cliStreams(t)
-	want := []jetstream.StreamConfig{
-		topo.Commands, topo.Events, topo.DLQ, kvStream(topo.Outcomes), kvStream(topo.Status),
+	want := topo.Streams()
+	for _, kv := range topo.Buckets() {
+		want = append(want, kvStream(kv))
 	}
 	var names []string
 	for _, w := range want {
@@ -330,7 +331,7 @@ func TestAccountsMatchTopology(t *testing.T) {
 	topo := consumer.NewTopology(cfg.Config)
 	p := cfg.Prefix
 	cmds, evts, dlq := topo.Commands.Name, topo.Events.Name, topo.DLQ.Name
-	outcomes, status := topo.Outcomes.Bucket, topo.Status.Bucket
+	outcomes, status, tracking, lease := topo.Outcomes.Bucket, topo.Status.Bucket, topo.Tracking.Bucket, topo.Lease.Bucket
 	durable := topo.Consumer.Durable
 
 	service := nkeyUser(t, opts, keys, envServiceNKey)
@@ -355,15 +356,17 @@ func TestAccountsMatchTopology(t *testing.T) {
 		"$JS.API.CONSUMER.MSG.NEXT." + cmds + "." + durable,
 		"$JS.ACK." + cmds + "." + durable + ".>",
 		"$JS.API.CONSUMER.INFO." + cmds + "." + durable,
-		"$KV." + outcomes + ".>", "$KV." + status + ".>",
-		"$JS.API.DIRECT.GET.KV_" + outcomes + ".>", "$JS.API.DIRECT.GET.KV_" + status + ".>",
 		"$JS.API.STREAM.MSG.GET." + evts,
 		"$JS.API.CONSUMER.CREATE." + cmds + "." + durable + ".>",
-		"$JS.API.CONSUMER.CREATE.KV_" + status + ".>", "$JS.API.CONSUMER.DELETE.KV_" + status + ".>",
-		"$JS.FC.KV_" + status + ".>",
 		"$JS.API.INFO",
 	}
-	for _, s := range []string{cmds, evts, dlq, "KV_" + outcomes, "KV_" + status} {
+	for _, b := range []string{outcomes, status, tracking, lease} {
+		needs = append(needs, "$KV."+b+".>", "$JS.API.DIRECT.GET.KV_"+b+".>")
+	}
+	for _, b := range []string{status, tracking} { // watched
+		needs = append(needs, "$JS.API.CONSUMER.CREATE.KV_"+b+".>", "$JS.API.CONSUMER.DELETE.KV_"+b+".>", "$JS.FC.KV_"+b+".>")
+	}
+	for _, s := range []string{cmds, evts, dlq, "KV_" + outcomes, "KV_" + status, "KV_" + tracking, "KV_" + lease} {
 		needs = append(needs, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s)
 	}
 	allow := service.Permissions.Publish.Allow
@@ -372,7 +375,7 @@ func TestAccountsMatchTopology(t *testing.T) {
 			t.Errorf("the service may not publish to %s", n)
 		}
 	}
-	ours := []string{p + ".", cmds, evts, dlq, outcomes, status}
+	ours := []string{p + ".", cmds, evts, dlq, outcomes, status, tracking, lease}
 	for _, a := range allow {
 		if a == "$JS.API.INFO" {
 			continue

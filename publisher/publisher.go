@@ -161,9 +161,9 @@ type Event struct {
 }
 
 // Outcome returns the outcome an outcome event announces (the last token of
-// its type), or "" for a status-change event.
+// its type), or "" for a status-change or tracking-ended event.
 func (e Event) Outcome() schemas.Outcome {
-	if e.Type == schemas.EventTypeStatusChanged {
+	if e.Type == schemas.EventTypeStatusChanged || e.Type == schemas.EventTypeTrackingEnded {
 		return ""
 	}
 	return schemas.Outcome(e.Type[strings.LastIndexByte(e.Type, '.')+1:])

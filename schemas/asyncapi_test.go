@@ -129,7 +129,7 @@ func TestEveryRefResolves(t *testing.T) {
 }
 
 // TestAsyncAPIDocument checks the AsyncAPI document against docs/interface.md:
-// its version, the four channels with their addresses and parameters, a
+// its version, the five channels with their addresses and parameters, a
 // message per command type with its schema, and operations that use them.
 func TestAsyncAPIDocument(t *testing.T) {
 	doc := readJSON(t, schemas.AsyncAPIPath)
@@ -141,10 +141,11 @@ func TestAsyncAPIDocument(t *testing.T) {
 	}
 	channels, _ := doc["channels"].(map[string]any)
 	wantAddresses := map[string]bool{
-		"{prefix}.cmd.{type}":                  true,
-		"{prefix}.evt.{type}.{outcome}":        true,
-		"{prefix}.evt.status.{resource}.{key}": true,
-		"{prefix}.dlq.{type}":                  true,
+		"{prefix}.cmd.{type}":                    true,
+		"{prefix}.evt.{type}.{outcome}":          true,
+		"{prefix}.evt.status.{resource}.{key}":   true,
+		"{prefix}.evt.tracking.{resource}.{key}": true,
+		"{prefix}.dlq.{type}":                    true,
 	}
 	param := regexp.MustCompile(`\{([a-z]+)\}`)
 	enums := map[string][]string{"outcome": {}, "resource": {}}
@@ -153,6 +154,10 @@ func TestAsyncAPIDocument(t *testing.T) {
 	}
 	for _, r := range schemas.Resources() {
 		enums["resource"] = append(enums["resource"], string(r))
+	}
+	var tracked []string
+	for _, r := range schemas.TrackedResources() {
+		tracked = append(tracked, string(r))
 	}
 	var typeNames []string
 	for _, typ := range schemas.Types() {
@@ -180,6 +185,9 @@ func TestAsyncAPIDocument(t *testing.T) {
 			want := enums[m[1]]
 			if m[1] == "type" && (strings.Contains(addr, ".cmd.") || strings.Contains(addr, ".dlq.")) {
 				want = typeNames
+			}
+			if m[1] == "resource" && strings.Contains(addr, ".tracking.") {
+				want = tracked
 			}
 			if want != nil && !slices.Equal(strs(p["enum"]), want) {
 				t.Errorf("channel %s: parameter %s enum %v, want %v", name, m[1], p["enum"], want)
@@ -265,7 +273,7 @@ func TestAsyncAPIDocument(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]string{"commands": "receive", "outcomes": "send", "statusChanges": "send", "deadLetters": "send"}
+	want := map[string]string{"commands": "receive", "outcomes": "send", "statusChanges": "send", "trackingEnded": "send", "deadLetters": "send"}
 	if len(actions) != len(want) {
 		t.Errorf("operations cover %v, want %v", actions, want)
 	}

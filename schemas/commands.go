@@ -33,6 +33,12 @@ const (
 	// TypeApplyCancelWithdraw submits a cancel-withdraw application
 	// (POST /v3/ecommerce/account/apply-cancel-withdraw).
 	TypeApplyCancelWithdraw Type = "apply-cancel-withdraw"
+	// TypeTrack queries a cancel-withdraw application or an old-flow cancel
+	// application at once and follows it to its end (docs/interface.md,
+	// Lifecycle tracking).
+	TypeTrack Type = "track"
+	// TypeUntrack ends the tracking of a resource; it sends no request.
+	TypeUntrack Type = "untrack"
 )
 
 var types = []Type{
@@ -42,6 +48,8 @@ var types = []Type{
 	TypeQueryCancelApplication,
 	TypeCancelApplyment,
 	TypeApplyCancelWithdraw,
+	TypeTrack,
+	TypeUntrack,
 }
 
 // Types returns every command type, in the order of docs/interface.md. The slice
@@ -395,6 +403,50 @@ type ProofMedia struct {
 	// ProofMedia is the media id from the upload API, 1–512 characters.
 	// Required.
 	ProofMedia string `json:"proof_media" validate:"required,max=512,no_control"`
+}
+
+// Track is the body of a track command: exactly one of ApplymentID (a
+// cancel-withdraw application) and OutApplyNo (an old-flow cancel
+// application) is given.
+type Track struct {
+	// ApplymentID is WeChat Pay's number of a cancel-withdraw application:
+	// 1–32 characters of [A-Za-z0-9_-].
+	ApplymentID string `json:"applyment_id,omitempty" validate:"omitempty,max=32,identifier"`
+	// OutApplyNo is the platform's number of an old-flow cancel
+	// application: 1–32 characters of [A-Za-z0-9_-].
+	OutApplyNo string `json:"out_apply_no,omitempty" validate:"omitempty,max=32,identifier"`
+}
+
+// CommandType returns [TypeTrack].
+func (*Track) CommandType() Type { return TypeTrack }
+
+// Target returns the resource the command names and its key.
+func (c Track) Target() (Resource, string) { return target(c.ApplymentID, c.OutApplyNo) }
+
+// LogValue returns the command's fields; none is personal data.
+func (c Track) LogValue() slog.Value { return targetLog(c.ApplymentID, c.OutApplyNo) }
+
+// Untrack is the body of an untrack command, named as for [Track].
+type Untrack Track
+
+// CommandType returns [TypeUntrack].
+func (*Untrack) CommandType() Type { return TypeUntrack }
+
+// Target returns the resource the command names and its key.
+func (c Untrack) Target() (Resource, string) { return target(c.ApplymentID, c.OutApplyNo) }
+
+// LogValue returns the command's fields; none is personal data.
+func (c Untrack) LogValue() slog.Value { return targetLog(c.ApplymentID, c.OutApplyNo) }
+
+func target(applymentID, outApplyNo string) (Resource, string) {
+	if applymentID != "" {
+		return ResourceCancelWithdraw, applymentID
+	}
+	return ResourceCancelApplication, outApplyNo
+}
+
+func targetLog(applymentID, outApplyNo string) slog.Value {
+	return slog.GroupValue(slog.String("applyment_id", applymentID), slog.String("out_apply_no", outApplyNo))
 }
 
 // commandIDPattern is the charset and length of a command id (docs/interface.md, Commands).

@@ -60,6 +60,10 @@ const (
 	RuleTrailingData = "trailing_data"
 	// RuleUnknownType: the command type is not one of Types().
 	RuleUnknownType = "unknown_type"
+	// RuleTrackingOff: a track or untrack command came to a service whose
+	// lifecycle tracking is off (WXCANCEL_TRACK=false). The service's own
+	// rule, not Parse's.
+	RuleTrackingOff = "tracking_off"
 )
 
 // ErrUnknownType is matched (errors.Is) by the error of [Parse] and of

@@ -60,6 +60,52 @@ var resources = []Resource{ResourceMerchant, ResourceCancelWithdraw, ResourceCan
 // Resources returns every resource. The slice is the caller's to modify.
 func Resources() []Resource { return slices.Clone(resources) }
 
+// TrackedResources returns the resources that lifecycle tracking follows
+// (docs/interface.md, Lifecycle tracking). The slice is the caller's to
+// modify.
+func TrackedResources() []Resource {
+	return []Resource{ResourceCancelWithdraw, ResourceCancelApplication}
+}
+
+// Tracked reports whether lifecycle tracking follows resources of kind r.
+func (r Resource) Tracked() bool {
+	return r == ResourceCancelWithdraw || r == ResourceCancelApplication
+}
+
+// Final reports whether state, as a status-change event of r writes it, is
+// one a resource never leaves: cancel-withdraw REJECTED, REVOKED and FINISH
+// (the cancel_state, whatever withdraw_state follows it), cancel-application
+// REJECTED and CANCEL_SUCCESS. Resources that are not tracked have no final
+// state.
+func (r Resource) Final(state string) bool {
+	cancelState, _, _ := strings.Cut(state, "/")
+	switch r {
+	case ResourceCancelWithdraw:
+		return cancelState == "REJECTED" || cancelState == "REVOKED" || cancelState == "FINISH"
+	case ResourceCancelApplication:
+		return state == "REJECTED" || state == "CANCEL_SUCCESS"
+	}
+	return false
+}
+
+// EndReason is why the tracking of a resource ended.
+type EndReason string
+
+// The reasons tracking ends.
+const (
+	// EndFinal: a final state was seen.
+	EndFinal EndReason = "final"
+	// EndNotFound: three polls in a row were answered 404 NOT_FOUND.
+	EndNotFound EndReason = "not_found"
+	// EndUntracked: an untrack command ended it.
+	EndUntracked EndReason = "untracked"
+	// EndExpired: WXCANCEL_TRACK_HORIZON passed since it started.
+	EndExpired EndReason = "expired"
+)
+
+// EndReasons returns every reason. The slice is the caller's to modify.
+func EndReasons() []EndReason { return []EndReason{EndFinal, EndNotFound, EndUntracked, EndExpired} }
+
 // Event attributes and headers shared by every event.
 const (
 	// SpecVersion is the CloudEvents specversion of every event.
@@ -71,6 +117,9 @@ const (
 	EventContentType = "application/cloudevents+json"
 	// EventTypeStatusChanged is the type of every status-change event.
 	EventTypeStatusChanged = "wxpay.status.changed"
+	// EventTypeTrackingEnded is the type of the event that ends the
+	// tracking of a resource.
+	EventTypeTrackingEnded = "wxpay.tracking.ended"
 	// EventTypePrefix starts the type of every event: outcome events are
 	// wxpay.<command type>.<outcome>.
 	EventTypePrefix = "wxpay."

@@ -14,8 +14,9 @@ import (
 )
 
 // FS holds the machine-readable contract: commands/<type>.json (one JSON
-// Schema 2020-12 per command type), events/outcome.json and
-// events/status.json (the CloudEvents envelopes) and asyncapi.json (an
+// Schema 2020-12 per command type), events/outcome.json,
+// events/status.json and events/tracking.json (the CloudEvents envelopes)
+// and asyncapi.json (an
 // AsyncAPI 3.0.0 document of the subjects, referring to the others by
 // relative path).
 //
@@ -24,9 +25,10 @@ var FS embed.FS
 
 // The paths in FS of the event schemas.
 const (
-	OutcomeSchemaPath = "events/outcome.json"
-	StatusSchemaPath  = "events/status.json"
-	AsyncAPIPath      = "asyncapi.json"
+	OutcomeSchemaPath  = "events/outcome.json"
+	StatusSchemaPath   = "events/status.json"
+	TrackingSchemaPath = "events/tracking.json"
+	AsyncAPIPath       = "asyncapi.json"
 )
 
 // CommandSchemaPath returns the path in FS of the JSON Schema of commands
@@ -38,9 +40,9 @@ func CommandSchemaPath(t Type) string { return "commands/" + string(t) + ".json"
 const schemaURL = "urn:wxcancel:schemas/"
 
 type compiledSchemas struct {
-	commands        map[Type]*jsonschema.Schema
-	outcome, status *jsonschema.Schema
-	err             error
+	commands                  map[Type]*jsonschema.Schema
+	outcome, status, tracking *jsonschema.Schema
+	err                       error
 }
 
 // compiled compiles the embedded schemas once, with format assertions on
@@ -49,7 +51,7 @@ var compiled = sync.OnceValue(func() compiledSchemas {
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
 	c.DefaultDraft(jsonschema.Draft2020)
-	paths := []string{OutcomeSchemaPath, StatusSchemaPath}
+	paths := []string{OutcomeSchemaPath, StatusSchemaPath, TrackingSchemaPath}
 	for _, t := range types {
 		paths = append(paths, CommandSchemaPath(t))
 	}
@@ -78,6 +80,9 @@ var compiled = sync.OnceValue(func() compiledSchemas {
 	}
 	if cs.status, err = c.Compile(schemaURL + StatusSchemaPath); err != nil {
 		return compiledSchemas{err: fmt.Errorf("schemas: compiling %s: %w", StatusSchemaPath, err)}
+	}
+	if cs.tracking, err = c.Compile(schemaURL + TrackingSchemaPath); err != nil {
+		return compiledSchemas{err: fmt.Errorf("schemas: compiling %s: %w", TrackingSchemaPath, err)}
 	}
 	return cs
 })
@@ -151,10 +156,11 @@ func ValidateCommandJSON(t Type, body []byte) error {
 
 // ValidateEventJSON validates an event (a whole CloudEvent in structured
 // JSON mode) against events/status.json when its type is
-// wxpay.status.changed and against events/outcome.json otherwise. Beyond
-// the schemas it checks what they cannot: an outcome event's subject equals
-// data.command_id and its id is "outcome/" + subject; a status event's
-// subject is data.resource + "/" + data.key. It returns nil, an
+// wxpay.status.changed, events/tracking.json when it is
+// wxpay.tracking.ended, and events/outcome.json otherwise. Beyond the
+// schemas it checks what they cannot: an outcome event's subject equals
+// data.command_id and its id is "outcome/" + subject; a status or tracking
+// event's subject is data.resource + "/" + data.key. It returns nil, an
 // [*SchemaError], or the error of compiling the embedded schemas.
 func ValidateEventJSON(body []byte) error {
 	cs := compiled()
@@ -167,8 +173,11 @@ func ValidateEventJSON(body []byte) error {
 	}
 	ev, _ := doc.(map[string]any)
 	sch, schPath := cs.outcome, OutcomeSchemaPath
-	if ev["type"] == EventTypeStatusChanged {
+	switch ev["type"] {
+	case EventTypeStatusChanged:
 		sch, schPath = cs.status, StatusSchemaPath
+	case EventTypeTrackingEnded:
+		sch, schPath = cs.tracking, TrackingSchemaPath
 	}
 	if err := schemaError(schPath, sch.Validate(doc)); err != nil {
 		return err
@@ -176,7 +185,7 @@ func ValidateEventJSON(body []byte) error {
 	// The schema guarantees the shapes used below.
 	data := ev["data"].(map[string]any)
 	var ps []SchemaProblem
-	if schPath == StatusSchemaPath {
+	if schPath != OutcomeSchemaPath {
 		if want := fmt.Sprint(data["resource"], "/", data["key"]); ev["subject"] != want {
 			ps = append(ps, SchemaProblem{Location: "/subject", Keyword: "consistent", Detail: "must be data.resource/data.key"})
 		}

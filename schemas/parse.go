@@ -38,6 +38,10 @@ func newCommand(t Type) Command {
 		return new(CancelApplyment)
 	case TypeApplyCancelWithdraw:
 		return new(ApplyCancelWithdraw)
+	case TypeTrack:
+		return new(Track)
+	case TypeUntrack:
+		return new(Untrack)
 	}
 	return nil
 }

@@ -165,7 +165,7 @@ func TestUnknownType(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	got := schemas.Types()
-	want := []schemas.Type{"validate-cancel", "query-cancel-withdraw", "confirm-cancel", "query-cancel-application", "cancel-applyment", "apply-cancel-withdraw"}
+	want := []schemas.Type{"validate-cancel", "query-cancel-withdraw", "confirm-cancel", "query-cancel-application", "cancel-applyment", "apply-cancel-withdraw", "track", "untrack"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Types() = %v", got)
 	}

@@ -21,6 +21,8 @@ var crossRules = map[Type]crossRule{
 	TypeQueryCancelWithdraw: {RuleExactlyOneOf, [2]string{"applyment_id", "out_request_no"}},
 	TypeConfirmCancel:       {RuleAtLeastOneOf, [2]string{"applyment_id", "out_request_no"}},
 	TypeCancelApplyment:     {RuleAtLeastOneOf, [2]string{"business_code", "applyment_id"}},
+	TypeTrack:               {RuleExactlyOneOf, [2]string{"applyment_id", "out_apply_no"}},
+	TypeUntrack:             {RuleExactlyOneOf, [2]string{"applyment_id", "out_apply_no"}},
 }
 
 // The param of a cross-field error: which way the rule is broken.
@@ -64,6 +66,14 @@ var fieldValidator = sync.OnceValue(func() *validator.Validate {
 		c := sl.Current().Interface().(CancelApplyment)
 		cross(sl, TypeCancelApplyment, c.BusinessCode != "", c.ApplymentID != 0)
 	}, CancelApplyment{})
+	v.RegisterStructValidation(func(sl validator.StructLevel) {
+		c := sl.Current().Interface().(Track)
+		cross(sl, TypeTrack, c.ApplymentID != "", c.OutApplyNo != "")
+	}, Track{})
+	v.RegisterStructValidation(func(sl validator.StructLevel) {
+		c := sl.Current().Interface().(Untrack)
+		cross(sl, TypeUntrack, c.ApplymentID != "", c.OutApplyNo != "")
+	}, Untrack{})
 	return v
 })
 

@@ -231,6 +231,15 @@ func NewClient(cfg Config) (*Client, error) {
 // client's transport. Calls in flight are not affected.
 func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 
+// MaxCallDuration bounds how long one call with the client's retry policy
+// can take: no retry starts after the policy's MaxElapsed, and the last
+// attempt, and a failover to the backup host, each take at most the
+// attempt timeout. A caller that must know a call has ended (to hand its
+// work over) waits this long.
+func (c *Client) MaxCallDuration() time.Duration {
+	return max(c.retry.MaxElapsed, 0) + 2*c.attemptTimeout
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
 		return def

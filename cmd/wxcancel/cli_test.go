@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,14 @@ func TestDemo(t *testing.T) {
 		"succeeded cancel-applyment id=demo-cancel-applyment",
 		"rejected  confirm-cancel id=demo-invalid attempts=0 INVALID_COMMAND",
 		"confirm_time: ",
-		"every command ended as expected",
+		"REVIEWING → WAITING_MERCHANT_CONFIRM",
+		"succeeded confirm-cancel id=demo-confirm-tracked",
+		"FUND_PROCESSING/WITHDRAW_PROCESSING → FUND_PROCESSING/WITHDRAW_SUCCEED",
+		"FUND_PROCESSING/WITHDRAW_SUCCEED → FINISH/WITHDRAW_SUCCEED",
+		"WAITING_MERCHANT_CONFIRM → REVOKED",
+		"tracking ended: final (FINISH/WITHDRAW_SUCCEED)",
+		"tracking ended: final (REVOKED)",
+		"every command and every tracking ended as expected",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
@@ -340,4 +348,33 @@ func commandsStream(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, 
 		t.Fatal(err)
 	}
 	return nc, js, s
+}
+
+func TestTrackCommand(t *testing.T) {
+	_, env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	if code, out, errOut := cli(t, env, "track", "add", "--applyment-id", "A1"); code != exitOK || !strings.Contains(out, "WAITING_MERCHANT_CONFIRM") {
+		t.Fatalf("track add: %d %s %s", code, out, errOut)
+	}
+	code, out, _ := cli(t, env, "track", "list")
+	if code != exitOK || !strings.Contains(out, "RESOURCE") || !regexp.MustCompile(`cancel-withdraw\s+A1\s+WAITING_MERCHANT_CONFIRM`).MatchString(out) {
+		t.Errorf("track list: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, env, "track", "list", "--json")
+	if code != exitOK || !strings.Contains(out, `"resource":"cancel-withdraw","key":"A1"`) {
+		t.Errorf("track list --json: %d\n%s", code, out)
+	}
+	if code, out, _ := cli(t, env, "track", "remove", "--applyment-id", "A1"); code != exitOK || !strings.Contains(out, "no longer tracked") {
+		t.Errorf("track remove: %d %s", code, out)
+	}
+	if code, out, _ := cli(t, env, "track", "remove", "--applyment-id", "A1"); code != exitOK || !strings.Contains(out, "was not tracked") {
+		t.Errorf("track remove again: %d %s", code, out)
+	}
+	if code, out, _ := cli(t, env, "track", "list"); code != exitOK || !strings.Contains(out, "nothing is tracked") {
+		t.Errorf("track list after remove: %d %s", code, out)
+	}
+	for _, args := range [][]string{{"track"}, {"track", "frob"}, {"track", "add"}, {"track", "add", "--applyment-id", "A1", "--out-apply-no", "O1"}, {"track", "add", "--applyment-id", "a.b"}} {
+		if code, _, _ := cli(t, env, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
 }

@@ -117,6 +117,19 @@ func formatEvent(raw []byte, colour bool) string {
 		}
 		return fmt.Sprintf("%s %s %s/%s %s → %s", ts, paint("36", "status "), d.Resource, d.Key, from, paint("1", d.State))
 	}
+	if ev.Type == schemas.EventTypeTrackingEnded {
+		var d struct {
+			Reason string `json:"reason"`
+			State  string `json:"state"`
+			Polls  int    `json:"polls"`
+		}
+		_ = json.Unmarshal(ev.Data, &d)
+		state := d.State
+		if state == "" {
+			state = "no state seen"
+		}
+		return fmt.Sprintf("%s %s %s tracking ended: %s (%s) after %d polls", ts, paint("35", "tracked"), ev.Subject, paint("1", d.Reason), state, d.Polls)
+	}
 	var d publisher.OutcomeData
 	_ = json.Unmarshal(ev.Data, &d)
 	outcome := string(ev.Outcome())

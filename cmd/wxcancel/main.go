@@ -44,6 +44,7 @@ func subcommands() []subcommand {
 		{"send", "publish one command; with --wait, print its outcome", runSend},
 		{"events", "tail outcome and status events (--since replays)", runEvents},
 		{"dlq", "list, show, replay or purge dead-lettered commands", runDLQ},
+		{"track", "list the resources followed to their end, or add or remove one", runTrack},
 		{"sim", "run the WeChat Pay simulator as a server and write the keys a serve needs", runSim},
 		{"demo", "run everything in one process and show one command of each type", runDemo},
 		{"version", "print the version", func(_ context.Context, a *app, _ []string) error {

@@ -29,7 +29,8 @@ With --wait, prints the command's outcome event and exits 0 only if it
 succeeded (1 when it failed, was rejected, or no outcome came in time).
 
 Types: validate-cancel, query-cancel-withdraw, confirm-cancel,
-query-cancel-application, cancel-applyment, apply-cancel-withdraw.
+query-cancel-application, cancel-applyment, apply-cancel-withdraw, track,
+untrack.
 
 Examples:
   wxcancel send validate-cancel --data '{"sub_mchid":"1900000109"}' --wait

@@ -114,6 +114,11 @@ var table = []setting{
 	{"WXCANCEL_OUTCOME_TTL", "outcome-ttl", "how long a command id's outcome is remembered", func(s *Settings) any { return &s.OutcomeTTL }},
 	{"WXCANCEL_REPLICAS", "replicas", "replicas of the streams and buckets the service creates", func(s *Settings) any { return &s.Replicas }},
 	{"WXCANCEL_PROVISION", "provision", "create or update streams, consumer and buckets at start", func(s *Settings) any { return &s.Provision }},
+	{"WXCANCEL_TRACK", "track", "follow every application seen to its end (lifecycle tracking)", func(s *Settings) any { return &s.Track }},
+	{"WXCANCEL_TRACK_INTERVAL", "track-interval", "wait before the first poll of a tracked resource, and after a change", func(s *Settings) any { return &s.TrackInterval }},
+	{"WXCANCEL_TRACK_MAX_INTERVAL", "track-max-interval", "longest wait between polls of a tracked resource", func(s *Settings) any { return &s.TrackMaxInterval }},
+	{"WXCANCEL_TRACK_HORIZON", "track-horizon", "how long a resource is tracked at most", func(s *Settings) any { return &s.TrackHorizon }},
+	{"WXCANCEL_TRACK_RATE", "track-rate", "polls per second, all instances together", func(s *Settings) any { return &s.TrackRate }},
 }
 
 // Names returns the environment variables Settings reads, in the order of
@@ -353,6 +358,8 @@ func (s *Settings) bind(fs *flag.FlagSet, getenv func(string) string, include fu
 			fs.BoolVar(p, st.flag, *p, usage)
 		case *time.Duration:
 			fs.DurationVar(p, st.flag, *p, usage)
+		case *float64:
+			fs.Float64Var(p, st.flag, *p, usage)
 		case flag.Value:
 			fs.Var(p, st.flag, usage)
 		}
@@ -384,6 +391,12 @@ func setValue(target any, v string) error {
 			return fmt.Errorf("%q is not a duration (e.g. 500ms, 30s, 2m)", v)
 		}
 		*p = d
+	case *float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		*p = f
 	case flag.Value:
 		return p.Set(v)
 	}
