@@ -386,3 +386,32 @@ func TestCommandsComeFirst(t *testing.T) {
 		t.Errorf("the command waited for %d polls", n)
 	}
 }
+
+// TestTrackingStart: a resource brought in from outside is polled, without
+// a command, and bringing it in again changes nothing.
+func TestTrackingStart(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	h.trackFast(100)
+	app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelReviewing})
+	in := h.start("a")
+	tr, err := consumer.OpenTracking(t.Context(), h.js, h.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := tr.Start(t.Context(), "cancel-withdraw", app.ApplymentID, subMchid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.eventually("the resource to be polled", func() bool {
+		return slices.Equal(h.statesOf("cancel-withdraw/"+app.ApplymentID, true), []string{"REVIEWING"})
+	})
+	if polls(in) == 0 {
+		t.Error("no poll counted")
+	}
+	for _, bad := range []consumer.Tracked{{Resource: "merchant", Key: subMchid}, {Resource: "cancel-withdraw", Key: "a.b"}} {
+		if err := tr.Start(t.Context(), bad.Resource, bad.Key, ""); err == nil {
+			t.Errorf("%s/%s was accepted", bad.Resource, bad.Key)
+		}
+	}
+}

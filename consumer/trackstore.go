@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"sync"
 	"time"
 
@@ -441,4 +442,50 @@ func TrackedResources(ctx context.Context, js jetstream.JetStream, t Topology) (
 			return out, ctx.Err()
 		}
 	}
+}
+
+// Tracking brings resources into lifecycle tracking from outside the
+// service: applications under way elsewhere, without a request to WeChat
+// Pay each (a track command queries the resource first). Open it with
+// [OpenTracking]; it is safe for concurrent use.
+type Tracking struct{ t *tracks }
+
+// OpenTracking returns a Tracking that writes to the tracking bucket of the
+// service configured by cfg (its prefix and merchant id, its cadence). It
+// fails when the bucket or the events stream does not exist.
+func OpenTracking(ctx context.Context, js jetstream.JetStream, cfg Config) (*Tracking, error) {
+	topo := NewTopology(cfg)
+	kv, err := js.KeyValue(ctx, topo.Tracking.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: tracking bucket: %w", err)
+	}
+	events, err := js.Stream(ctx, topo.Events.Name)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: events stream: %w", err)
+	}
+	pub, err := publisher.New(js, publisher.Config{Prefix: cfg.Prefix, MchID: cfg.MchID})
+	if err != nil {
+		return nil, err
+	}
+	return &Tracking{t: newTracks(kv, pub, events, cfg, time.Now, mrand.Float64, slog.New(slog.DiscardHandler), NewMetrics(nil))}, nil
+}
+
+// Start tracks resource r with key k (of sub-merchant subMchid, when
+// known) as if an answer had just shown it without its state: its first
+// poll comes the configured TrackInterval from now. A resource tracked
+// already is left as it is. It fails for a resource that is not tracked (a
+// merchant, an applyment), a key that is not an identifier, or with the
+// JetStream error.
+func (tr *Tracking) Start(ctx context.Context, r schemas.Resource, k, subMchid string) error {
+	if !r.Tracked() || !schemas.ValidKey(k) {
+		return fmt.Errorf("consumer: %s/%s cannot be tracked", r, k)
+	}
+	t := tr.t
+	s := sighting{resource: r, key: k, subMchid: subMchid, changed: true}
+	return t.change(ctx, trackKey(r, k), "", func(rec *trackRecord, now time.Time) *trackRecord {
+		if rec != nil {
+			return nil
+		}
+		return t.cfg.onSighting(nil, s, now, t.rand())
+	})
 }

@@ -189,6 +189,8 @@ func sampleResults() *Results {
 		{Name: runFaults, Mode: "closed", Concurrency: 64, Faults: "system_error:rate=0.1", Commands: 1000, Rate: 1100, Rate95: 1300, Attempts: 1111,
 			RetriedCommands: 100, AllOK: false, Outcomes: map[string]int{"succeeded": 999, "failed:SYSTEM_ERROR": 1}},
 	}
+	r.Tracking = &TrackingRun{Name: runTracking, Tracked: 100000, IdleSeconds: 10, IdleCPUCores: 0.02, ConfiguredRate: 200,
+		Polls: 1990, PollSeconds: 10, PollRate: 199, RateRatio: 0.995, PeakRSSMB: 140}
 	r.evaluate()
 	return r
 }
@@ -207,6 +209,9 @@ func TestEvaluate(t *testing.T) {
 		runLat256 + " peak":       false, // 160 MB
 		runFaults + " retries":    true,  // 1300 ≥ 0.8 × 1500 × 1000/1111
 		"all every":               false, // one failed
+		runTracking + " peak":     true,
+		runTracking + " service":  false, // 0.02 cores idle
+		runTracking + " polls":    true,
 	}
 	for k, v := range want {
 		if got, ok := met[k]; !ok || got != v {
@@ -460,6 +465,16 @@ func TestSmoke(t *testing.T) {
 		if spec.Faults != "" && r.Attempts != r.Commands+2 {
 			t.Errorf("%s: %d attempts for %d commands and 2 faults", spec.Name, r.Attempts, r.Commands)
 		}
+	}
+	tr, err := b.runTracking(ctx, trackingSpec{tracked: 2000, rate: 50, idle: time.Second, poll: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", runTracking, err, progress.String())
+	}
+	if tr.Tracked != 2000 || tr.Polls == 0 || tr.PollRate <= 0 || tr.CPUPerPollMS <= 0 || tr.PeakRSSMB <= 0 || tr.IdleSeconds <= 0 {
+		t.Errorf("%s: incomplete figures %+v", runTracking, tr)
+	}
+	if tr.PollRate > 50*1.05 {
+		t.Errorf("%s: %.1f polls per second, above the 50 configured", runTracking, tr.PollRate)
 	}
 	t.Log(progress.String())
 	stopAll()

@@ -19,7 +19,10 @@
 //     publish → outcome event minus the simulated WeChat Pay latency;
 //   - system-error: the peak run with 10% SYSTEM_ERROR answers;
 //   - peak-gomaxprocs1: for comparison only, the peak run with the service
-//     limited to GOMAXPROCS=1.
+//     limited to GOMAXPROCS=1;
+//   - tracking-100k: one instance tracking 100,000 resources: its memory,
+//     its CPU while nothing is due, and the rate and CPU per poll of a
+//     backlog of due ones against WXCANCEL_TRACK_RATE.
 //
 // It prints one table and writes it as JSON (-out). Run it with `make bench`;
 // `-h` lists the flags. The whole run takes under 3 minutes.
@@ -69,6 +72,8 @@ type options struct {
 	quietWait   time.Duration
 	verbose     bool
 	strict      bool
+	tracked     int
+	trackRate   float64
 }
 
 // stringList is a repeatable flag.
@@ -104,6 +109,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.strict, "strict", false, "exit 3 when a target is missed (runs that fail always exit 1)")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 5*time.Second, "before each run, wait up to this long for the machine to be idle (it is shared)")
 	fs.Float64Var(&o.peakRate, "peak-rate", 0, "CPU bound (commands/s) to use when the peak run is not made (default: cores ÷ floor)")
+	fs.IntVar(&o.tracked, "tracked", 100000, "resources tracked in the tracking run")
+	fs.Float64Var(&o.trackRate, "track-rate", 200, "WXCANCEL_TRACK_RATE of the tracking run")
 	fs.Var(&o.serviceEnv, "service-env", "KEY=VALUE added to the service's environment, for experiments (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -112,8 +119,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var problems []string
-	if o.commands < 1 || o.concurrency < 1 || o.pool < 1 {
-		problems = append(problems, "-commands, -concurrency and -pool must be positive")
+	if o.commands < 1 || o.concurrency < 1 || o.pool < 1 || o.tracked < 1 || o.trackRate <= 0 {
+		problems = append(problems, "-commands, -concurrency, -pool, -tracked and -track-rate must be positive")
 	}
 	if o.latency <= 0 || o.runSeconds <= 0 || o.openSeconds <= 0 || o.profileFor < time.Second {
 		problems = append(problems, "-latency, -run-seconds and -open-seconds must be positive, -profile-for at least 1s")
@@ -278,6 +285,18 @@ func benchmark(ctx context.Context, o options, progress io.Writer) (*Results, er
 		// For comparison, not a target: the service on one core's worth of
 		// threads, as one replica with a CPU limit of 1 would run.
 		do(runSpec{Name: runPeak1P, Commands: o.commands / 2, Concurrency: o.concurrency, Env: []string{"GOMAXPROCS=1"}})
+	}
+	if want[runTracking] && ctx.Err() == nil {
+		waitQuiet(ctx, o.quietWait)
+		t, err := b.runTracking(ctx, trackingSpec{tracked: o.tracked, rate: o.trackRate, idle: 10 * time.Second, poll: 10 * time.Second})
+		if err != nil {
+			t.Error = err.Error()
+			fmt.Fprintf(progress, "  %s failed: %v\n", runTracking, err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("run %s: %w", runTracking, err)
+			}
+		}
+		res.Tracking = &t
 	}
 	res.TotalSecs = time.Since(start).Seconds()
 	res.evaluate()

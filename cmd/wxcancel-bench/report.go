@@ -15,14 +15,16 @@ import (
 // Results is everything one benchmark run measured; it is printed as a table
 // and written as JSON so that versions can be compared.
 type Results struct {
-	Label     string   `json:"label"`
-	Time      string   `json:"time"`
-	Host      Host     `json:"host"`
-	Floor     Floor    `json:"floor"`
-	Runs      []Run    `json:"runs"`
-	Targets   []Target `json:"targets"`
-	AllMet    bool     `json:"all_targets_met"`
-	TotalSecs float64  `json:"total_seconds"`
+	Label string `json:"label"`
+	Time  string `json:"time"`
+	Host  Host   `json:"host"`
+	Floor Floor  `json:"floor"`
+	Runs  []Run  `json:"runs"`
+	// Tracking is the tracking run, when it was made.
+	Tracking  *TrackingRun `json:"tracking,omitempty"`
+	Targets   []Target     `json:"targets"`
+	AllMet    bool         `json:"all_targets_met"`
+	TotalSecs float64      `json:"total_seconds"`
 }
 
 // Host describes the machine.
@@ -46,14 +48,15 @@ type Target struct {
 
 // Run names.
 const (
-	runPeak    = "peak"
-	runLat64   = "latency-c64"
-	runLat256  = "latency-c256"
-	runOpen    = "open-half-peak"
-	runFaults  = "system-error"
-	runPeak1P  = "peak-gomaxprocs1"
-	allPhases  = runPeak + "," + runLat64 + "," + runLat256 + "," + runOpen + "," + runFaults + "," + runPeak1P
-	stallRatio = 0.9
+	runPeak     = "peak"
+	runLat64    = "latency-c64"
+	runLat256   = "latency-c256"
+	runOpen     = "open-half-peak"
+	runFaults   = "system-error"
+	runPeak1P   = "peak-gomaxprocs1"
+	runTracking = "tracking-100k"
+	allPhases   = runPeak + "," + runLat64 + "," + runLat256 + "," + runOpen + "," + runFaults + "," + runPeak1P + "," + runTracking
+	stallRatio  = 0.9
 )
 
 func (r *Results) run(name string) *Run {
@@ -105,14 +108,26 @@ func (r *Results) evaluate() {
 		atLeast("retries do not stall other commands: rate ÷ (peak ÷ attempts per command), first 95% of outcomes", runFaults,
 			fmt.Sprintf("≥ %.2f", stallRatio), f.Rate95/expected, stallRatio, note)
 	}
+	if t := r.Tracking; t != nil {
+		r.Targets = append(r.Targets,
+			Target{Name: fmt.Sprintf("peak RSS (VmHWM) tracking %d resources", t.Tracked), Run: runTracking, Want: "≤ 200 MB",
+				Got: t.PeakRSSMB, Met: t.Error == "" && t.PeakRSSMB > 0 && t.PeakRSSMB <= 200},
+			Target{Name: "service CPU while nothing is due, in cores", Run: runTracking, Want: "≤ 0.01",
+				Got: t.IdleCPUCores, Met: t.Error == "" && t.IdleSeconds > 0 && t.IdleCPUCores <= 0.01},
+			Target{Name: "polls per second ÷ WXCANCEL_TRACK_RATE", Run: runTracking, Want: "0.95 to 1.05",
+				Got: t.RateRatio, Met: t.RateRatio >= 0.95 && t.RateRatio <= 1.05,
+				Note: fmt.Sprintf("%d polls in %.1fs at %g/s configured, %.3f ms of service CPU per poll", t.Polls, t.PollSeconds, t.ConfiguredRate, t.CPUPerPollMS)})
+	}
 	ok := 0
 	for _, run := range r.Runs {
 		if run.AllOK && run.Error == "" {
 			ok++
 		}
 	}
-	r.Targets = append(r.Targets, Target{Name: "every command of every run succeeded (exactly one outcome each)", Run: "all",
-		Want: fmt.Sprintf("%d runs", len(r.Runs)), Got: float64(ok), Met: ok == len(r.Runs) && len(r.Runs) > 0})
+	if len(r.Runs) > 0 || r.Tracking == nil {
+		r.Targets = append(r.Targets, Target{Name: "every command of every run succeeded (exactly one outcome each)", Run: "all",
+			Want: fmt.Sprintf("%d runs", len(r.Runs)), Got: float64(ok), Met: ok == len(r.Runs) && len(r.Runs) > 0})
+	}
 	r.AllMet = true
 	for _, t := range r.Targets {
 		r.AllMet = r.AllMet && t.Met
@@ -184,6 +199,13 @@ func (r *Results) printTable(w io.Writer) {
 		}
 		if len(run.WaitP99MS) > 0 {
 			fmt.Fprintf(w, "  p99 waits at most (ms): %s\n", formatWaits(run.WaitP99MS))
+		}
+	}
+	if t := r.Tracking; t != nil {
+		fmt.Fprintf(w, "tracking %d resources: brought in in %.1fs; idle %.4f cores over %.0fs; %d polls in %.1fs = %.1f/s (configured %g/s, ratio %.3f), %.3f ms service CPU per poll; peak RSS %.1f MB\n",
+			t.Tracked, t.SeedSeconds, t.IdleCPUCores, t.IdleSeconds, t.Polls, t.PollSeconds, t.PollRate, t.ConfiguredRate, t.RateRatio, t.CPUPerPollMS, t.PeakRSSMB)
+		if t.Error != "" {
+			fmt.Fprintf(w, "  ERROR: %s\n", strings.ReplaceAll(t.Error, "\n", "\n  "))
 		}
 	}
 	fmt.Fprintln(w, "\ntargets:")

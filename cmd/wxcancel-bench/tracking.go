@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/schemas"
+)
+
+// TrackingRun is what the tracking run measured: one service instance
+// tracking many resources, first with nothing due, then polling a backlog
+// of due ones at the configured rate.
+type TrackingRun struct {
+	Name    string `json:"name"`
+	Tracked int    `json:"tracked"` // resources tracked, none due during the idle window
+	// SeedSeconds is how long bringing them in took (StartTracking, from
+	// the load generator).
+	SeedSeconds float64 `json:"seed_seconds"`
+	// IdleCPUCores is the service's CPU ÷ wall time while nothing was due.
+	IdleSeconds  float64 `json:"idle_seconds"`
+	IdleCPUCores float64 `json:"idle_cpu_cores"`
+	// The polling window: polls of a backlog of due resources, their rate
+	// against WXCANCEL_TRACK_RATE, and the service's CPU per poll.
+	ConfiguredRate float64 `json:"configured_rate"`
+	PollSeconds    float64 `json:"poll_seconds"`
+	Polls          int     `json:"polls"`
+	PollRate       float64 `json:"poll_rate"`
+	RateRatio      float64 `json:"rate_ratio"`
+	CPUPerPollMS   float64 `json:"cpu_per_poll_ms"`
+	PeakRSSMB      float64 `json:"peak_rss_mb"`
+	Error          string  `json:"error,omitempty"`
+}
+
+// trackSeeders is how many goroutines bring the resources in.
+const trackSeeders = 64
+
+// trackingSpec is the shape of the tracking run.
+type trackingSpec struct {
+	tracked    int           // resources tracked, none due
+	rate       float64       // WXCANCEL_TRACK_RATE
+	idle, poll time.Duration // the two windows measured
+}
+
+// runTracking runs the service with spec.tracked resources, none due for
+// an hour, and measures it idle; then brings in a backlog of resources due
+// at once and measures the polls of spec.rate per second.
+func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res TrackingRun, err error) {
+	tracked, rate := spec.tracked, spec.rate
+	res = TrackingRun{Name: runTracking, Tracked: tracked, ConfiguredRate: rate}
+	dir := filepath.Join(b.tmp, runTracking)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return res, err
+	}
+	base := childEnv()
+	kidEnv := append(slices.Clone(base), "GOMAXPROCS=1", benchChildEnv+"=1")
+	natsProc, line, err := startProc(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
+		kidEnv, filepath.Join(dir, "nats.log"), true, 30*time.Second)
+	if err != nil {
+		return res, err
+	}
+	defer natsProc.stop(10 * time.Second)
+	var nr natsReady
+	if err := json.Unmarshal([]byte(line), &nr); err != nil {
+		return res, fmt.Errorf("nats child: %q: %w", line, err)
+	}
+	simProc, line, err := startProc(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys")},
+		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
+	if err != nil {
+		return res, err
+	}
+	defer simProc.stop(5 * time.Second)
+	var sr simReady
+	if err := json.Unmarshal([]byte(line), &sr); err != nil {
+		return res, fmt.Errorf("sim child: %q: %w", line, err)
+	}
+	opsAddr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	env := append(slices.Clone(base), sr.Keys.Env()...)
+	env = append(env, "NATS_URL="+nr.URL, "WXPAY_BASE_URL="+sr.BaseURL, "WXPAY_BACKUP_BASE_URL=-",
+		"WXCANCEL_HTTP_ADDR="+opsAddr, "WXCANCEL_LOG_LEVEL="+b.logLevel,
+		"WXCANCEL_TRACK_INTERVAL=1h", "WXCANCEL_TRACK_RATE="+strconv.FormatFloat(rate, 'f', -1, 64))
+	env = append(env, b.serviceEnv...)
+	svcLog := filepath.Join(dir, "service.log")
+	svc, _, err := startProc(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if serr := svc.stop(30 * time.Second); serr != nil && err == nil {
+			err = fmt.Errorf("the service did not shut down cleanly: %w", serr)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, tail(svcLog, 8))
+			res.Error = err.Error()
+		}
+	}()
+	if err := waitReady(ctx, opsAddr, svc, 60*time.Second); err != nil {
+		return res, err
+	}
+	nc, err := nats.Connect(nr.URL, nats.Name("wxcancel-bench"))
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return res, err
+	}
+	cfg := consumer.DefaultConfig()
+	cfg.MchID, cfg.TrackInterval = benchMchID, time.Hour
+
+	fmt.Fprintf(b.progress, "  %-14s bringing %d resources into tracking ...\n", runTracking, tracked)
+	began := time.Now()
+	if err := seedTracking(ctx, js, cfg, "T", tracked); err != nil {
+		return res, err
+	}
+	res.SeedSeconds = time.Since(began).Seconds()
+	if err := waitGauge(ctx, opsAddr, tracked, time.Minute); err != nil {
+		return res, err
+	}
+
+	// Idle: every resource is due in an hour.
+	cpu0, err := procCPU(svc.pid())
+	if err != nil {
+		return res, err
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, spec.idle); err != nil {
+		return res, err
+	}
+	cpu1, err := procCPU(svc.pid())
+	if err != nil {
+		return res, err
+	}
+	res.IdleSeconds = time.Since(t0).Seconds()
+	res.IdleCPUCores = (cpu1 - cpu0).Seconds() / res.IdleSeconds
+
+	// Polling: a backlog of resources due at once, more than the window
+	// can drain.
+	backlog := int(rate*(spec.poll.Seconds()+5)) + 100
+	due := cfg
+	due.TrackInterval = consumer.MinTrackInterval
+	fmt.Fprintf(b.progress, "  %-14s polling a backlog of %d at %g per second ...\n", runTracking, backlog, rate)
+	if err := seedTracking(ctx, js, due, "D", backlog); err != nil {
+		return res, err
+	}
+	if err := waitPolls(ctx, opsAddr, 1, 30*time.Second); err != nil {
+		return res, err
+	}
+	if err := sleepCtx(ctx, time.Second); err != nil { // past the first polls
+		return res, err
+	}
+	p0, err := scrapeCounter(opsAddr, "wxcancel_track_polls_total")
+	if err != nil {
+		return res, err
+	}
+	cpu2, _ := procCPU(svc.pid())
+	t2 := time.Now()
+	if err := sleepCtx(ctx, spec.poll); err != nil {
+		return res, err
+	}
+	p1, err := scrapeCounter(opsAddr, "wxcancel_track_polls_total")
+	if err != nil {
+		return res, err
+	}
+	cpu3, _ := procCPU(svc.pid())
+	res.PollSeconds = time.Since(t2).Seconds()
+	res.Polls = int(p1 - p0)
+	res.PollRate = float64(res.Polls) / res.PollSeconds
+	res.RateRatio = res.PollRate / rate
+	if res.Polls > 0 {
+		res.CPUPerPollMS = ms(cpu3-cpu2) / float64(res.Polls)
+	}
+	hwm, _ := procHWM(svc.pid())
+	res.PeakRSSMB = float64(hwm) / (1 << 20)
+	return res, nil
+}
+
+// seedTracking brings n resources cancel-withdraw/<tag><i> into tracking
+// with cfg's interval.
+func seedTracking(ctx context.Context, js jetstream.JetStream, cfg consumer.Config, tag string, n int) error {
+	tr, err := consumer.OpenTracking(ctx, js, cfg)
+	if err != nil {
+		return err
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, trackSeeders)
+	for range trackSeeders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := tr.Start(ctx, schemas.ResourceCancelWithdraw, tag+strconv.Itoa(i), ""); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(<-errs, ctx.Err())
+}
+
+// waitGauge waits until the service's copy holds n tracked resources.
+func waitGauge(ctx context.Context, addr string, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if v, err := scrapeCounter(addr, "wxcancel_tracked_resources"); err == nil && int(v) >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the service did not see the %d resources tracked within %s", n, limit)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// waitPolls waits until the service made n polls.
+func waitPolls(ctx context.Context, addr string, n float64, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if v, err := scrapeCounter(addr, "wxcancel_track_polls_total"); err == nil && v >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no poll within %s", limit)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// scrapeCounter returns the sum of every series of metric on the service's
+// /metrics.
+func scrapeCounter(addr, metric string) (float64, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q", metric, line)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
