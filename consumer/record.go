@@ -159,26 +159,41 @@ func (l *recordRead) gate(ctx context.Context) error {
 // put writes rec if the stored revision is still rev (0: absent) and returns
 // the new revision, or errRecordConflict.
 func (r records) put(ctx context.Context, key string, rec *record, rev uint64) (uint64, error) {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return 0, err
-	}
-	var nrev uint64
-	if rev == 0 {
-		nrev, err = r.kv.Create(ctx, key, b)
-	} else {
-		nrev, err = r.kv.Update(ctx, key, b, rev)
-	}
+	nrev, err := compareAndSet(ctx, r.kv, key, rec, rev)
 	switch {
-	// Create reports an existing key as ErrKeyExists; Update reports a stale
-	// revision as ErrKeyRevisionMismatch, which on replicated buckets (code
-	// 10164) ErrKeyExists does not match (as in the status tracker).
-	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+	case errors.Is(err, errChanged):
 		return 0, errRecordConflict
 	case err != nil:
 		return 0, fmt.Errorf("writing outcome record: %w", err)
 	}
 	return nrev, nil
+}
+
+// errChanged: the key is no longer at the revision a compare-and-set
+// expected.
+var errChanged = errors.New("consumer: the key changed")
+
+// compareAndSet writes v, JSON, under key if the key is still at revision
+// rev (0: absent or deleted) and returns the new revision, or an error
+// matching errChanged. Create reports an existing key as ErrKeyExists;
+// Update reports a stale revision as ErrKeyRevisionMismatch, which on
+// replicated buckets (code 10164) ErrKeyExists does not match (nats.go
+// v1.55 jetstream/kv.go).
+func compareAndSet(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (uint64, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = kv.Create(ctx, key, b)
+	} else {
+		nrev, err = kv.Update(ctx, key, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, errChanged
+	}
+	return nrev, err
 }
 
 // RecordedOutcome returns the outcome event recorded for command id, and

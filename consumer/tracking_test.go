@@ -342,6 +342,13 @@ func TestTrackUntrackAndTheEnds(t *testing.T) {
 	if e := h.waitEnded("cancel-withdraw/" + waiting.ApplymentID)["cancel-withdraw/"+waiting.ApplymentID]; e.Data["reason"] != "untracked" || e.Data["state"] != "WAITING_MERCHANT_CONFIRM" {
 		t.Errorf("untracked: %s", e.Raw)
 	}
+	// Seen again, in a state that is not final: tracked again.
+	h.send("query-cancel-withdraw", "q-again", map[string]any{"applyment_id": waiting.ApplymentID})
+	h.waitSucceeded("q-again")
+	h.eventually("the resource untracked to be tracked again", func() bool {
+		tracked, err := consumer.TrackedResources(t.Context(), h.js, consumer.NewTopology(h.cfg))
+		return err == nil && slices.ContainsFunc(tracked, func(tr consumer.Tracked) bool { return tr.Key == waiting.ApplymentID })
+	})
 	e = h.waitEnded("cancel-withdraw/" + forever.ApplymentID)["cancel-withdraw/"+forever.ApplymentID]
 	if e.Data["reason"] != "expired" || e.Data["state"] != "REVIEWING" {
 		t.Errorf("horizon: %s", e.Raw)

@@ -86,20 +86,9 @@ func decodeTrack(key string, b []byte) (*trackRecord, error) {
 // put writes rec under key if it is still at revision rev (0: absent, or
 // deleted) and returns the new revision, or errTrackConflict.
 func (t *tracks) put(ctx context.Context, key string, rec *trackRecord, rev uint64) (uint64, error) {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return 0, err
-	}
-	var nrev uint64
-	if rev == 0 {
-		nrev, err = t.kv.Create(ctx, key, b)
-	} else {
-		nrev, err = t.kv.Update(ctx, key, b, rev)
-	}
+	nrev, err := compareAndSet(ctx, t.kv, key, rec, rev)
 	switch {
-	// As for the outcome records: a stale revision is ErrKeyExists or, on
-	// replicated buckets, ErrKeyRevisionMismatch.
-	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+	case errors.Is(err, errChanged):
 		return 0, errTrackConflict
 	case err != nil:
 		return 0, fmt.Errorf("writing tracking record %s: %w", key, err)

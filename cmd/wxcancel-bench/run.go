@@ -177,17 +177,12 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	// nats-server and the simulator get one core's worth of threads.
 	kidEnv := append(slices.Clone(base), "GOMAXPROCS=1", benchChildEnv+"=1")
 
-	natsProc, line, err := startProc(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
-		kidEnv, filepath.Join(dir, "nats.log"), true, 30*time.Second)
+	natsProc, nr, err := b.startNATS(ctx, dir, kidEnv)
 	if err != nil {
 		return res, err
 	}
 	defer natsProc.stop(10 * time.Second)
 	step("nats-server started")
-	var nr natsReady
-	if err := json.Unmarshal([]byte(line), &nr); err != nil {
-		return res, fmt.Errorf("nats child: %q: %w", line, err)
-	}
 
 	n := spec.Commands
 	if spec.Open {
@@ -516,6 +511,21 @@ func waitSettled(ctx context.Context, js jetstream.JetStream, limit time.Duratio
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// startNATS starts the nats-server child, storing under dir.
+func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*proc, natsReady, error) {
+	var nr natsReady
+	p, line, err := startProc(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
+		env, filepath.Join(dir, "nats.log"), true, 30*time.Second)
+	if err != nil {
+		return nil, nr, err
+	}
+	if err := json.Unmarshal([]byte(line), &nr); err != nil {
+		_ = p.stop(10 * time.Second)
+		return nil, nr, fmt.Errorf("nats child: %q: %w", line, err)
+	}
+	return p, nr, nil
 }
 
 // waitReady polls the service's /readyz.

@@ -69,16 +69,11 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	}
 	base := childEnv()
 	kidEnv := append(slices.Clone(base), "GOMAXPROCS=1", benchChildEnv+"=1")
-	natsProc, line, err := startProc(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
-		kidEnv, filepath.Join(dir, "nats.log"), true, 30*time.Second)
+	natsProc, nr, err := b.startNATS(ctx, dir, kidEnv)
 	if err != nil {
 		return res, err
 	}
 	defer natsProc.stop(10 * time.Second)
-	var nr natsReady
-	if err := json.Unmarshal([]byte(line), &nr); err != nil {
-		return res, fmt.Errorf("nats child: %q: %w", line, err)
-	}
 	simProc, line, err := startProc(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys")},
 		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
 	if err != nil {
