@@ -147,7 +147,7 @@ func (p *poller) drive(term, workCtx context.Context, polls *sync.WaitGroup) {
 			continue
 		case !now.Before(rec.horizon(p.tracks.cfg)):
 			p.pause(term, p.tracks.change(term, key, "", func(cur *trackRecord, now time.Time) *trackRecord {
-				if cur == nil {
+				if cur == nil || now.Before(cur.horizon(p.tracks.cfg)) { // gone, or tracked anew meanwhile
 					return nil
 				}
 				next := *cur
@@ -258,8 +258,8 @@ func (p *poller) poll(workCtx context.Context, key string, rec trackRecord, rev 
 	p.s.metrics.TrackPolls.WithLabelValues(string(rec.Resource), pollLabel(rec, r)).Inc()
 	// Recorded even when shutdown cut the poll short: the claim goes.
 	err := p.tracks.change(context.WithoutCancel(ctx), key, "", func(cur *trackRecord, now time.Time) *trackRecord {
-		if cur == nil {
-			return nil // untracked meanwhile
+		if cur == nil || !cur.StartedAt.Equal(rec.StartedAt) {
+			return nil // untracked meanwhile (and perhaps tracked anew)
 		}
 		next := p.tracks.cfg.onPoll(*cur, r, now, p.tracks.rand())
 		return &next
