@@ -85,6 +85,11 @@ func NewTopology(c Config) Topology {
 	p := c.Prefix
 	up := strings.ToUpper(p)
 	replicas := max(c.Replicas, 1)
+	// Every bucket keeps one value per key, on file, replicated.
+	bucket := func(name, description string, ttl time.Duration) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{Bucket: up + "_" + name, Description: description, History: 1, TTL: ttl,
+			Storage: jetstream.FileStorage, Replicas: replicas}
+	}
 	return Topology{
 		Commands: jetstream.StreamConfig{
 			Name:        up + "_COMMANDS",
@@ -131,36 +136,10 @@ func NewTopology(c Config) Topology {
 			FilterSubject: p + ".cmd.>",
 			Replicas:      replicas,
 		},
-		Outcomes: jetstream.KeyValueConfig{
-			Bucket:      up + "_OUTCOMES",
-			Description: "wxcancel outcome of each command id (idempotency)",
-			History:     1,
-			TTL:         c.OutcomeTTL,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		},
-		Status: jetstream.KeyValueConfig{
-			Bucket:      up + "_STATUS",
-			Description: "wxcancel last state seen of each resource",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		},
-		Tracking: jetstream.KeyValueConfig{
-			Bucket:      up + "_TRACKING",
-			Description: "wxcancel resources followed to their end, and when each is polled next",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		},
-		Lease: jetstream.KeyValueConfig{
-			Bucket:      up + "_TRACK_LEASE",
-			Description: "wxcancel the instance that drives the tracking polls",
-			History:     1,
-			TTL:         TrackLeaseTTL,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		},
+		Outcomes: bucket("OUTCOMES", "wxcancel outcome of each command id (idempotency)", c.OutcomeTTL),
+		Status:   bucket("STATUS", "wxcancel last state seen of each resource", 0),
+		Tracking: bucket("TRACKING", "wxcancel resources followed to their end, and when each is polled next", 0),
+		Lease:    bucket("TRACK_LEASE", "wxcancel the instance that drives the tracking polls", TrackLeaseTTL),
 	}
 }
 
