@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxcancel/wxcancel/internal/childproc"
 	"github.com/wxcancel/wxcancel/schemas"
 )
 
@@ -434,7 +435,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(stopAll)
+	t.Cleanup(childproc.StopAll)
 	var progress bytes.Buffer
 	b := &bench{self: self, serviceBin: filepath.Join(tmp, "wxcancel"), tmp: tmp, pool: 4, logLevel: "info",
 		meter: meter, floorSigns: 5, progress: &progress, verbose: true}
@@ -477,11 +478,8 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("%s: %.1f polls per second, above the 50 configured", runTracking, tr.PollRate)
 	}
 	t.Log(progress.String())
-	stopAll()
-	live.Lock()
-	n := len(live.procs)
-	live.Unlock()
-	if n != 0 {
+	childproc.StopAll()
+	if n := childproc.Running(); n != 0 {
 		t.Errorf("%d processes still running after the runs", n)
 	}
 }

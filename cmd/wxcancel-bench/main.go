@@ -42,6 +42,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wxcancel/wxcancel/internal/childproc"
 )
 
 func main() {
@@ -148,7 +150,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Every exit path ends the processes started, even a panic.
-	defer stopAll()
+	defer childproc.StopAll()
 
 	res, err := benchmark(ctx, o, stderr)
 	if res != nil {
@@ -185,8 +187,8 @@ func benchmark(ctx context.Context, o options, progress io.Writer) (*Results, er
 		fmt.Fprintln(progress, "keeping", tmp)
 	} else {
 		// Processes are stopped before the directory goes (the deferred
-		// stopAll in benchMain runs after this; stop them here first).
-		defer func() { stopAll(); _ = os.RemoveAll(tmp) }()
+		// childproc.StopAll in benchMain runs after this; stop them here first).
+		defer func() { childproc.StopAll(); _ = os.RemoveAll(tmp) }()
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/childproc"
 )
 
 // runSpec is one run of the service.
@@ -181,7 +182,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer natsProc.stop(10 * time.Second)
+	defer natsProc.Stop(10 * time.Second)
 	step("nats-server started")
 
 	n := spec.Commands
@@ -189,13 +190,13 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		n = int(spec.Rate * spec.Duration.Seconds())
 		res.OfferedRate = spec.Rate
 	}
-	simProc, line, err := startProc(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys"),
+	simProc, line, err := childproc.Start(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys"),
 		"-latency", spec.Latency.String(), "-faults", spec.Faults, "-presign", strconv.Itoa(n), "-pool", strconv.Itoa(b.pool)},
 		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
 	if err != nil {
 		return res, err
 	}
-	defer simProc.stop(5 * time.Second)
+	defer simProc.Stop(5 * time.Second)
 	step("simulator started")
 	var sr simReady
 	if err := json.Unmarshal([]byte(line), &sr); err != nil {
@@ -221,17 +222,17 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	env = append(env, spec.Env...)
 	env = append(env, b.serviceEnv...)
 	svcLog := filepath.Join(dir, "service.log")
-	svc, _, err := startProc(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
+	svc, _, err := childproc.Start(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
 	if err != nil {
 		return res, err
 	}
 	stopped := false
 	defer func() {
 		if !stopped {
-			_ = svc.stop(30 * time.Second)
+			_ = svc.Stop(30 * time.Second)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, tail(svcLog, 8))
+			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, childproc.Tail(svcLog, 8))
 		}
 	}()
 	if err := waitReady(ctx, opsAddr, svc, 60*time.Second); err != nil {
@@ -265,21 +266,21 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	if err != nil {
 		return res, err
 	}
-	sampler, _, err := startProc(ctx, "floor sampler", b.self, []string{"-child=floor", "-every", "500ms"},
+	sampler, _, err := childproc.Start(ctx, "floor sampler", b.self, []string{"-child=floor", "-every", "500ms"},
 		kidEnv, filepath.Join(dir, "floor.log"), true, 30*time.Second)
 	if err != nil {
 		return res, err
 	}
-	defer sampler.stop(5 * time.Second)
+	defer sampler.Stop(5 * time.Second)
 	step("floor measured")
-	cpu0, err := procCPU(svc.pid())
+	cpu0, err := procCPU(svc.PID())
 	if err != nil {
 		return res, err
 	}
-	nats0, _ := procCPU(natsProc.pid())
-	sampler0, _ := procCPU(sampler.pid())
-	drain(sampler.lines) // samples of the idle machine
-	sim0, _ := procCPU(simProc.pid())
+	nats0, _ := procCPU(natsProc.PID())
+	sampler0, _ := procCPU(sampler.PID())
+	drain(sampler.Lines) // samples of the idle machine
+	sim0, _ := procCPU(simProc.PID())
 	self0 := selfCPU()
 	mach0, _, _ := machineCPU()
 	wall0 := time.Now()
@@ -304,7 +305,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	case <-col.done:
 	case <-time.After(wait):
 		err = fmt.Errorf("%d of %d outcomes missing after %s", n-col.summarize(0).allSucceed, n, wait)
-	case <-svc.done:
+	case <-svc.Done():
 		err = errors.New("the service exited during the run")
 	case <-ctx.Done():
 		err = ctx.Err()
@@ -319,15 +320,15 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		err = waitSettled(ctx, js, 10*time.Second)
 	}
 	step("settled")
-	cpu1, cpuErr := procCPU(svc.pid())
-	nats1, _ := procCPU(natsProc.pid())
-	sampler1, _ := procCPU(sampler.pid())
-	samples := drain(sampler.lines)
-	sim1, _ := procCPU(simProc.pid())
+	cpu1, cpuErr := procCPU(svc.PID())
+	nats1, _ := procCPU(natsProc.PID())
+	sampler1, _ := procCPU(sampler.PID())
+	samples := drain(sampler.Lines)
+	sim1, _ := procCPU(simProc.PID())
 	self1 := selfCPU()
 	mach1, _, _ := machineCPU()
 	wall := time.Since(wall0)
-	hwm, _ := procHWM(svc.pid())
+	hwm, _ := procHWM(svc.PID())
 	res.WaitMS, res.WaitP99MS = scrapeWaits(opsAddr)
 	floorAfter, ferr := b.meter.measure(b.floorSigns, 1)
 	if err == nil {
@@ -339,7 +340,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	}
 	step("floor measured")
 	stopped = true
-	if serr := svc.stop(30 * time.Second); serr != nil && err == nil {
+	if serr := svc.Stop(30 * time.Second); serr != nil && err == nil {
 		err = fmt.Errorf("the service did not shut down cleanly: %w", serr)
 	}
 	step("service stopped")
@@ -514,22 +515,22 @@ func waitSettled(ctx context.Context, js jetstream.JetStream, limit time.Duratio
 }
 
 // startNATS starts the nats-server child, storing under dir.
-func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*proc, natsReady, error) {
+func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*childproc.Proc, natsReady, error) {
 	var nr natsReady
-	p, line, err := startProc(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
+	p, line, err := childproc.Start(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
 		env, filepath.Join(dir, "nats.log"), true, 30*time.Second)
 	if err != nil {
 		return nil, nr, err
 	}
 	if err := json.Unmarshal([]byte(line), &nr); err != nil {
-		_ = p.stop(10 * time.Second)
+		_ = p.Stop(10 * time.Second)
 		return nil, nr, fmt.Errorf("nats child: %q: %w", line, err)
 	}
 	return p, nr, nil
 }
 
 // waitReady polls the service's /readyz.
-func waitReady(ctx context.Context, addr string, svc *proc, limit time.Duration) error {
+func waitReady(ctx context.Context, addr string, svc *childproc.Proc, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -540,7 +541,7 @@ func waitReady(ctx context.Context, addr string, svc *proc, limit time.Duration)
 				return nil
 			}
 		}
-		if svc.exited() {
+		if svc.Exited() {
 			return errors.New("the service exited at start")
 		}
 		if time.Now().After(deadline) {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/internal/childproc"
 	"github.com/wxcancel/wxcancel/schemas"
 )
 
@@ -73,13 +74,13 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if err != nil {
 		return res, err
 	}
-	defer natsProc.stop(10 * time.Second)
-	simProc, line, err := startProc(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys")},
+	defer natsProc.Stop(10 * time.Second)
+	simProc, line, err := childproc.Start(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys")},
 		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
 	if err != nil {
 		return res, err
 	}
-	defer simProc.stop(5 * time.Second)
+	defer simProc.Stop(5 * time.Second)
 	var sr simReady
 	if err := json.Unmarshal([]byte(line), &sr); err != nil {
 		return res, fmt.Errorf("sim child: %q: %w", line, err)
@@ -94,16 +95,16 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 		"WXCANCEL_TRACK_INTERVAL=1h", "WXCANCEL_TRACK_RATE="+strconv.FormatFloat(rate, 'f', -1, 64))
 	env = append(env, b.serviceEnv...)
 	svcLog := filepath.Join(dir, "service.log")
-	svc, _, err := startProc(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
+	svc, _, err := childproc.Start(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
 	if err != nil {
 		return res, err
 	}
 	defer func() {
-		if serr := svc.stop(30 * time.Second); serr != nil && err == nil {
+		if serr := svc.Stop(30 * time.Second); serr != nil && err == nil {
 			err = fmt.Errorf("the service did not shut down cleanly: %w", serr)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, tail(svcLog, 8))
+			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, childproc.Tail(svcLog, 8))
 			res.Error = err.Error()
 		}
 	}()
@@ -133,7 +134,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	}
 
 	// Idle: every resource is due in an hour.
-	cpu0, err := procCPU(svc.pid())
+	cpu0, err := procCPU(svc.PID())
 	if err != nil {
 		return res, err
 	}
@@ -141,7 +142,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if err := sleepCtx(ctx, spec.idle); err != nil {
 		return res, err
 	}
-	cpu1, err := procCPU(svc.pid())
+	cpu1, err := procCPU(svc.PID())
 	if err != nil {
 		return res, err
 	}
@@ -167,7 +168,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if err != nil {
 		return res, err
 	}
-	cpu2, _ := procCPU(svc.pid())
+	cpu2, _ := procCPU(svc.PID())
 	t2 := time.Now()
 	if err := sleepCtx(ctx, spec.poll); err != nil {
 		return res, err
@@ -176,7 +177,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if err != nil {
 		return res, err
 	}
-	cpu3, _ := procCPU(svc.pid())
+	cpu3, _ := procCPU(svc.PID())
 	res.PollSeconds = time.Since(t2).Seconds()
 	res.Polls = int(p1 - p0)
 	res.PollRate = float64(res.Polls) / res.PollSeconds
@@ -184,7 +185,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if res.Polls > 0 {
 		res.CPUPerPollMS = ms(cpu3-cpu2) / float64(res.Polls)
 	}
-	hwm, _ := procHWM(svc.pid())
+	hwm, _ := procHWM(svc.PID())
 	res.PeakRSSMB = float64(hwm) / (1 << 20)
 	return res, nil
 }

@@ -1,0 +1,213 @@
+// Package childproc starts, stops and kills the processes of wxcancel's
+// benchmark and chaos programs (nats-server, the simulator, the service)
+// and makes sure none outlives its parent.
+package childproc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is a process the program started: a child mode of the program
+// itself (nats, sim) or the service under test. Every proc is registered so that
+// every exit path (a failed phase, Ctrl-C, a panic in main) can end it.
+type Proc struct {
+	name  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser // closing it tells a child mode to exit
+	// Lines has the stdout lines after the first (of a child that keeps
+	// reporting), until it closes.
+	Lines   chan string
+	logPath string
+	done    chan struct{} // closed when the process has exited
+	waitErr error
+}
+
+var live struct {
+	sync.Mutex
+	procs map[*Proc]bool
+}
+
+// Start starts path with args and env, its stderr (and, unless
+// firstLine, its stdout) appended to logPath. With firstLine it returns the
+// first line the process prints on stdout, waiting at most timeout for it.
+// Children run in their own process group, so that a Ctrl-C at the terminal
+// reaches only the program, which then ends them in order; and they get
+// SIGKILL if the program dies without cleaning up.
+func Start(ctx context.Context, name, path string, args, env []string, logPath string, firstLine bool, timeout time.Duration) (*Proc, string, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, "", err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	cmd := exec.Command(path, args...)
+	cmd.Env = env
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	var stdout io.ReadCloser
+	if firstLine {
+		if stdout, err = cmd.StdoutPipe(); err != nil {
+			return nil, "", err
+		}
+	} else {
+		cmd.Stdout = logf
+	}
+	p := &Proc{name: name, cmd: cmd, stdin: stdin, logPath: logPath, done: make(chan struct{}), Lines: make(chan string, 1024)}
+	live.Lock()
+	if live.procs == nil {
+		live.procs = map[*Proc]bool{}
+	}
+	if err := cmd.Start(); err != nil {
+		live.Unlock()
+		return nil, "", fmt.Errorf("starting %s: %w", name, err)
+	}
+	live.procs[p] = true
+	live.Unlock()
+	go func() {
+		p.waitErr = cmd.Wait()
+		live.Lock()
+		delete(live.procs, p)
+		live.Unlock()
+		close(p.done)
+	}()
+	if !firstLine {
+		return p, "", nil
+	}
+	lines := make(chan string, 1)
+	go func() {
+		r := bufio.NewScanner(stdout)
+		first := true
+		for r.Scan() {
+			if first {
+				lines <- strings.TrimSpace(r.Text())
+				first = false
+				continue
+			}
+			select {
+			case p.Lines <- r.Text():
+			default: // nobody reads: drop
+			}
+		}
+		if first {
+			lines <- ""
+		}
+		close(p.Lines)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case line := <-lines:
+		if line == "" {
+			p.Stop(2 * time.Second)
+			return nil, "", fmt.Errorf("%s exited without reporting its address: %s", name, Tail(logPath, 10))
+		}
+		return p, line, nil
+	case <-t.C:
+		p.Stop(2 * time.Second)
+		return nil, "", fmt.Errorf("%s did not start within %s: %s", name, timeout, Tail(logPath, 10))
+	case <-ctx.Done():
+		p.Stop(2 * time.Second)
+		return nil, "", ctx.Err()
+	}
+}
+
+// PID is the process's id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// LogPath is the file its stderr (and stdout) go to.
+func (p *Proc) LogPath() string { return p.logPath }
+
+// Kill ends the process at once with SIGKILL, as kill -9 does, and waits
+// for it to be gone.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop asks the process to end (stdin closed, SIGTERM) and kills it after
+// grace. It returns the process's exit error, if any.
+func (p *Proc) Stop(grace time.Duration) error {
+	if p == nil {
+		return nil
+	}
+	_ = p.stdin.Close()
+	if !p.Exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s: killed", p.name, grace)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) && ee.ExitCode() == -1 {
+		return nil // ended by our signal
+	}
+	return p.waitErr
+}
+
+// StopAll ends every process still running, for the exit paths.
+func StopAll() {
+	live.Lock()
+	ps := make([]*Proc, 0, len(live.procs))
+	for p := range live.procs {
+		ps = append(ps, p)
+	}
+	live.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = p.Stop(5 * time.Second) }()
+	}
+	wg.Wait()
+}
+
+// Tail returns the last n lines of a log file, for error messages.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "\n    " + strings.Join(lines, "\n    ")
+}
+
+// Running is the number of processes started and not yet exited.
+func Running() int {
+	live.Lock()
+	defer live.Unlock()
+	return len(live.procs)
+}
