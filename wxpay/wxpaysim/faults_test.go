@@ -277,6 +277,9 @@ func TestFaultKinds(t *testing.T) {
 			if got := e.statuses(); !slices.Equal(got, []string{"dropped/drop_after", "Forbidden"}) {
 				t.Errorf("requests %v", got)
 			}
+			if reqs := e.sim.Requests(); len(reqs) != 2 || !reqs[0].Applied || reqs[1].Applied {
+				t.Errorf("applied: %+v; want the dropped request applied, the refused one not", reqs)
+			}
 			// A GET is safe to repeat: retried, not ambiguous.
 			e = faultEnv(t, nil, wxpaysim.Fault{Kind: wxpaysim.DropAfter, Times: 1})
 			if _, res, err := e.validate(); err != nil || res.Ambiguous || res.Attempts != 2 {

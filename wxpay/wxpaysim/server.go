@@ -133,6 +133,9 @@ type Request struct {
 	MchID    string
 	Status   int    // 0 when the connection was dropped
 	Fault    string // the fault injected, if any
+	// Applied: the model executed the request (its effect stands, for a
+	// POST), whether or not the answer reached the client (DropAfter).
+	Applied bool
 	Body     []byte // the request body as received (encrypted fields stay encrypted)
 }
 
@@ -369,6 +372,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(aerr)
 		return
 	}
+	rec.Applied = true
 	if f != nil && f.Kind == DropAfter {
 		commit(0)
 		drop(w)
