@@ -6,7 +6,7 @@ BIN       := bin/wxcancel
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build test lint demo bench fuzz clean
+.PHONY: help build test lint demo bench chaos fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ demo: ## run everything in one process: embedded JetStream, simulator, consumer,
 
 bench: ## measure the service against the machine's own limit (see README)
 	$(GO) run ./cmd/wxcancel-bench
+
+chaos: ## kill instances and nats-server under load, check the delivery guarantees (CHAOSFLAGS, e.g. -seed 7)
+	$(GO) run ./cmd/wxcancel-chaos $(CHAOSFLAGS)
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	@for pkg in $$($(GO) list $(PKGS)); do \

@@ -136,7 +136,7 @@ type Request struct {
 	// Applied: the model executed the request (its effect stands, for a
 	// POST), whether or not the answer reached the client (DropAfter).
 	Applied bool
-	Body     []byte // the request body as received (encrypted fields stay encrypted)
+	Body    []byte // the request body as received (encrypted fields stay encrypted)
 }
 
 // New returns a Server.
