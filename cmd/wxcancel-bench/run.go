@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -203,7 +202,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		return res, fmt.Errorf("sim child: %q: %w", line, err)
 	}
 
-	opsAddr, err := freeAddr()
+	opsAddr, err := childproc.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -235,7 +234,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, childproc.Tail(svcLog, 8))
 		}
 	}()
-	if err := waitReady(ctx, opsAddr, svc, 60*time.Second); err != nil {
+	if err := svc.AwaitOK(ctx, "http://"+opsAddr+"/readyz", 60*time.Second); err != nil {
 		return res, err
 	}
 	step("service ready")
@@ -529,32 +528,6 @@ func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*child
 	return p, nr, nil
 }
 
-// waitReady polls the service's /readyz.
-func waitReady(ctx context.Context, addr string, svc *childproc.Proc, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if svc.Exited() {
-			return errors.New("the service exited at start")
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the service was not ready within %s", limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // saveProfile fetches a pprof profile from the service into the profile
 // directory.
 func (b *bench) saveProfile(ctx context.Context, addr, what, name string) {
@@ -577,16 +550,6 @@ func (b *bench) saveProfile(ctx context.Context, addr, what, name string) {
 	if err != nil {
 		fmt.Fprintf(b.progress, "  profile %s: %v\n", name, err)
 	}
-}
-
-// freeAddr returns a loopback address with a port free at the time.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // sampleInFlight reads the service's wxcancel_commands_in_flight four times

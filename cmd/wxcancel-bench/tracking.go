@@ -85,7 +85,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if err := json.Unmarshal([]byte(line), &sr); err != nil {
 		return res, fmt.Errorf("sim child: %q: %w", line, err)
 	}
-	opsAddr, err := freeAddr()
+	opsAddr, err := childproc.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -108,7 +108,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 			res.Error = err.Error()
 		}
 	}()
-	if err := waitReady(ctx, opsAddr, svc, 60*time.Second); err != nil {
+	if err := svc.AwaitOK(ctx, "http://"+opsAddr+"/readyz", 60*time.Second); err != nil {
 		return res, err
 	}
 	nc, err := nats.Connect(nr.URL, nats.Name("wxcancel-bench"))

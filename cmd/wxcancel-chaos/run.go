@@ -93,7 +93,7 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 		"WXCANCEL_TRACK_INTERVAL=500ms", "WXCANCEL_TRACK_MAX_INTERVAL=2s", "WXCANCEL_TRACK_RATE=100", "WXCANCEL_LOG_LEVEL=debug")
 	var logs []string
 	start := func(i int) (*childproc.Proc, error) {
-		ops, err := freeAddr()
+		ops, err := childproc.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +103,7 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 		if err != nil {
 			return nil, err
 		}
-		return p, waitReady(ctx, ops, p, 60*time.Second)
+		return p, p.AwaitOK(ctx, "http://"+ops+"/readyz", 60*time.Second)
 	}
 	instances := make([]*childproc.Proc, o.instances)
 	for i := range instances {
@@ -398,41 +398,8 @@ func build(ctx context.Context, tmp string) (string, error) {
 	return bin, nil
 }
 
-// waitReady polls an instance's /readyz.
-func waitReady(ctx context.Context, addr string, p *childproc.Proc, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		switch {
-		case p.Exited():
-			return fmt.Errorf("%s exited at start:%s", p.LogPath(), childproc.Tail(p.LogPath(), 8))
-		case time.Now().After(deadline):
-			return fmt.Errorf("not ready within %s:%s", limit, childproc.Tail(p.LogPath(), 8))
-		}
-		if err := sleep(ctx, 50*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 func freePort() (int, error) {
-	a, err := freeAddr()
+	a, err := childproc.FreeAddr()
 	if err != nil {
 		return 0, err
 	}

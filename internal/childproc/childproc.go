@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -210,4 +212,42 @@ func Running() int {
 	live.Lock()
 	defer live.Unlock()
 	return len(live.procs)
+}
+
+// AwaitOK waits until GET url answers 200 (a child's readiness), at most
+// limit; it fails at once when the process exits first.
+func (p *Proc) AwaitOK(ctx context.Context, url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		switch {
+		case p.Exited():
+			return fmt.Errorf("%s exited before it was ready:%s", p.name, Tail(p.logPath, 8))
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s was not ready within %s:%s", p.name, limit, Tail(p.logPath, 8))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// FreeAddr returns a loopback address whose port is free now, for a child
+// to listen on.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
