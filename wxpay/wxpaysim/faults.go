@@ -32,6 +32,9 @@ const (
 	// DropAfter executes the request, then closes the connection without
 	// an answer: the caller cannot know it took effect.
 	DropAfter
+	// SlowAfter executes the request, then delays the answer by Delay: the
+	// request has taken effect long before its caller learns so.
+	SlowAfter
 	// BadSignature answers with a signature that does not verify.
 	BadSignature
 	// MissingSignature answers without any Wechatpay-* header.
@@ -46,7 +49,7 @@ const (
 
 var kindNames = map[FaultKind]string{
 	SystemError: "system_error", RateLimit: "rate_limit", Latency: "latency", Hang: "hang",
-	DropBefore: "drop_before", Gateway: "gateway", DropAfter: "drop_after", BadSignature: "bad_signature",
+	DropBefore: "drop_before", Gateway: "gateway", DropAfter: "drop_after", SlowAfter: "slow_after", BadSignature: "bad_signature",
 	MissingSignature: "missing_signature", ProbeSignature: "probe_signature", StaleTimestamp: "stale_timestamp",
 	UnknownSerial: "unknown_serial",
 }
@@ -85,8 +88,8 @@ type Fault struct {
 	Times int
 	// Rate is the probability that a matching request is hit; 0 is 1.
 	Rate float64
-	// Delay is the latency added (Latency) or how long a request is held
-	// (Hang; 0 holds it until the client gives up).
+	// Delay is the latency added (Latency, SlowAfter) or how long a
+	// request is held (Hang; 0 holds it until the client gives up).
 	Delay time.Duration
 	// RetryAfter is the Retry-After of a RateLimit answer; default 1s.
 	RetryAfter time.Duration
@@ -139,8 +142,8 @@ func (f Fault) Validate() error {
 	if f.Delay < 0 || f.RetryAfter < 0 {
 		errs = append(errs, errors.New("delay and retry_after must not be negative"))
 	}
-	if f.Kind == Latency && f.Delay == 0 {
-		errs = append(errs, errors.New("latency needs a delay"))
+	if (f.Kind == Latency || f.Kind == SlowAfter) && f.Delay == 0 {
+		errs = append(errs, fmt.Errorf("%s needs a delay", f.Kind))
 	}
 	return errors.Join(errs...)
 }

@@ -286,6 +286,27 @@ func TestFaultKinds(t *testing.T) {
 				t.Errorf("GET: %v, ambiguous %v, %d attempts", err, res.Ambiguous, res.Attempts)
 			}
 		},
+		"slow_after": func(t *testing.T) {
+			t.Parallel()
+			e := faultEnv(t, nil, wxpaysim.Fault{Kind: wxpaysim.SlowAfter, Endpoint: wxpaysim.EndpointConfirmCancel, Delay: 5 * time.Millisecond})
+			if res, err := e.confirm(); err != nil || res.Attempts != 1 {
+				t.Fatalf("%v after %d attempts", err, res.Attempts)
+			}
+			if got := e.statuses(); !slices.Equal(got, []string{"OK/slow_after"}) {
+				t.Errorf("requests %v", got)
+			}
+			// Slower than the attempt timeout: the confirmation took effect
+			// although its answer never came, and the retry is refused.
+			e = faultEnv(t, withAttemptTimeout(300*time.Millisecond), wxpaysim.Fault{Kind: wxpaysim.SlowAfter, Endpoint: wxpaysim.EndpointConfirmCancel, Delay: time.Hour, Times: 1})
+			res, err := e.confirm()
+			if !isAPIError(err, 403, "RULE_LIMIT") || !res.Ambiguous || res.Attempts != 2 {
+				t.Errorf("%v, ambiguous %v, %d attempts; want 403 RULE_LIMIT, ambiguous, 2 attempts", err, res.Ambiguous, res.Attempts)
+			}
+			e.srv.Close() // waits for the slow request to be recorded
+			if reqs := e.sim.Requests(); len(reqs) != 2 || !reqs[0].Applied || reqs[1].Applied {
+				t.Errorf("applied: %+v; want the slow request applied, the refused one not", reqs)
+			}
+		},
 		"bad_signature":     signatureFault(wxpaysim.BadSignature, wxpay.SignatureMismatch),
 		"missing_signature": signatureFault(wxpaysim.MissingSignature, wxpay.SignatureMissing),
 		"probe_signature":   signatureFault(wxpaysim.ProbeSignature, wxpay.SignatureProbe),
@@ -528,7 +549,7 @@ func TestParseFaults(t *testing.T) {
 	}
 	for _, k := range wxpaysim.FaultKinds() {
 		spec := k
-		if k == "latency" {
+		if k == "latency" || k == "slow_after" {
 			spec += ":delay=1ms"
 		}
 		if fs, err := wxpaysim.ParseFaults(spec); err != nil || len(fs) != 1 || fs[0].Kind.String() != k {
@@ -555,6 +576,7 @@ func TestParseFaults(t *testing.T) {
 		{"system_error:delay=1", "delay"},
 		{"system_error:colour=red", "unknown option"},
 		{"latency", "needs a delay"},
+		{"slow_after@confirm-cancel", "needs a delay"},
 		{"system_error;nope", "fault 2"},
 		{"\xff\xfe", "unknown kind"},
 	}

@@ -378,6 +378,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		drop(w)
 		return
 	}
+	if f != nil && f.Kind == SlowAfter && !sleep(r, f.Delay) {
+		return // applied, and the client went away: recorded on return
+	}
 	var kind FaultKind
 	if f != nil {
 		kind = f.Kind
