@@ -30,6 +30,10 @@ type command struct {
 	reconcile func(s *Service, ctx context.Context, d *delivery, cmd schemas.Command) execution
 }
 
+// claimed reports whether a delivery claims the command in its record
+// before executing it: it asks WeChat Pay to change something.
+func (c command) claimed() bool { return !c.readOnly && c.endpoint != "" }
+
 // commands is the command table: one entry per type of schemas.Types().
 var commands = map[schemas.Type]command{
 	schemas.TypeValidateCancel: {readOnly: true, endpoint: string(schemas.TypeValidateCancel),
@@ -392,5 +396,9 @@ func ownApplication(app wxpay.CancelWithdrawApplication, subMchid string) bool {
 // maybeSent reports whether an earlier attempt of a POST command may have
 // taken effect: one of this command's answers was lost, or an earlier
 // delivery ended without recording an outcome (its instance may have died
-// after WeChat Pay acted on the request and before the record was written).
-func maybeSent(d *delivery, rec *record) bool { return rec != nil && rec.Ambiguous || d.number > 1 }
+// after WeChat Pay acted on the request and before the record was written),
+// or the record (read before this delivery claimed it) holds the claim of
+// another delivery, which may still be sending.
+func maybeSent(d *delivery, rec *record) bool {
+	return rec != nil && (rec.Ambiguous || rec.Running != nil) || d.number > 1
+}

@@ -33,16 +33,21 @@ const (
 	// stepDeadLetter: copy the command to the dead-letter stream, record a
 	// failed outcome (action.cause), publish it, Term.
 	stepDeadLetter
+	// stepWait: another message with the same command id is being executed
+	// (the record holds its claim): wait action.delay, keeping the
+	// delivery, and read the record again.
+	stepWait
 )
 
-var stepNames = [...]string{"execute", "reconcile", "republish", "conclude", "retry_later", "hand_back", "dead_letter"}
+var stepNames = [...]string{"execute", "reconcile", "republish", "conclude", "retry_later", "hand_back", "dead_letter", "wait"}
 
 func (s step) String() string { return stepNames[s] }
 
 // action is a decision about one delivery.
 type action struct {
 	step step
-	// delay is the wait before the next delivery (stepRetryLater).
+	// delay is the wait before the next delivery (stepRetryLater), or
+	// before the record is read again (stepWait).
 	delay time.Duration
 	// cause is the failure a dead letter reports (stepDeadLetter), or the
 	// last transient error the record keeps for one (stepRetryLater).
@@ -55,10 +60,15 @@ type action struct {
 // attempt is what the decision knows of a delivery besides its record and
 // execution.
 type attempt struct {
-	number   uint64 // the delivery count, from 1
-	seq      uint64 // the message's commands stream sequence (0: unknown)
-	stopping bool   // the work context ended: shutdown cancelled the command
+	number   uint64    // the delivery count, from 1
+	seq      uint64    // the message's commands stream sequence (0: unknown)
+	stopping bool      // the work context ended: shutdown cancelled the command
+	now      time.Time // the service's clock, for the record's claim
 }
+
+// claimPoll is how often a delivery waiting for another message's claim
+// reads the record again.
+const claimPoll = time.Second
 
 // policy decides what becomes of a delivery: the service's delivery
 // guarantees (docs/interface.md, Delivery guarantees) as one pure function.
@@ -81,6 +91,8 @@ func (p policy) decide(rec *record, ex *execution, at attempt) action {
 	switch {
 	case rec.done():
 		return action{step: stepRepublish, publish: mustPublish(rec, at)}
+	case ex == nil && rec.heldFor(at):
+		return action{step: stepWait, delay: min(rec.Running.Until.Sub(at.now), claimPoll)}
 	case late && ex == nil:
 		return action{step: stepReconcile}
 	case late && ex.outcome == schemas.Succeeded:

@@ -23,6 +23,12 @@ func TestDecide(t *testing.T) {
 	deadLettered := &record{Attempts: 7, Outcome: schemas.Failed, Event: event, Published: true, Seq: 40, DeadLettered: true}
 	progress := &record{Attempts: 4, Ambiguous: true, LastError: systemError}
 	ran := func(o schemas.Outcome, err *publisher.ErrorData) *execution { return &execution{outcome: o, err: err} }
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	claimed := func(seq uint64, left time.Duration) *record {
+		return &record{Attempts: 2, Running: &claim{Seq: seq, Until: now.Add(left)}}
+	}
+	claimedDone := done(true, 40)
+	claimedDone.Running = &claim{Seq: 41, Until: now.Add(time.Minute)}
 
 	tests := []struct {
 		name string
@@ -42,6 +48,17 @@ func TestDecide(t *testing.T) {
 		{"dead-lettered: answer from the record (settled as Term)", deadLettered, nil, attempt{number: 1, seq: 41}, action{step: stepRepublish}},
 		{"recorded beats a late delivery", done(true, 40), nil, attempt{number: 9, seq: 40}, action{step: stepRepublish, publish: true}},
 		{"recorded beats an early execution", done(true, 40), ran(schemas.Succeeded, nil), attempt{number: 1, seq: 41}, action{step: stepRepublish}},
+
+		// One message with a command id is executed at a time: a message
+		// sent again while another is being executed waits for its claim
+		// to clear or expire.
+		{"another message holds the claim: wait and read again", claimed(40, time.Minute), nil, attempt{number: 1, seq: 41, now: now}, action{step: stepWait, delay: claimPoll}},
+		{"the claim expires sooner: wait until it does", claimed(40, 300*time.Millisecond), nil, attempt{number: 1, seq: 41, now: now}, action{step: stepWait, delay: 300 * time.Millisecond}},
+		{"the claim beats the last allowed delivery", claimed(40, time.Minute), nil, attempt{number: 6, seq: 41, now: now}, action{step: stepWait, delay: claimPoll}},
+		{"the message's own claim (its delivery died): execute", claimed(41, time.Minute), nil, attempt{number: 2, seq: 41, now: now}, action{step: stepExecute}},
+		{"an expired claim (its instance died): execute", claimed(40, -time.Second), nil, attempt{number: 1, seq: 41, now: now}, action{step: stepExecute}},
+		{"sequence unknown: any claim is another's", claimed(0, time.Minute), nil, attempt{number: 1, seq: 0, now: now}, action{step: stepWait, delay: claimPoll}},
+		{"recorded beats a claim", claimedDone, nil, attempt{number: 1, seq: 42, now: now}, action{step: stepRepublish}},
 
 		// A final answer concludes at once, on any delivery.
 		{"succeeded: conclude", nil, ran(schemas.Succeeded, nil), attempt{number: 1}, action{step: stepConclude}},

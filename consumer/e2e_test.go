@@ -472,6 +472,40 @@ func TestDuplicateCommandID(t *testing.T) {
 	}
 }
 
+// TestResentWhileExecuting: a command sent again past the commands stream's
+// duplicate window while its first message is still being executed waits
+// for that execution, on whichever instance it lands: the confirmation is
+// sent once and answered once, succeeded — not sent a second time, refused
+// as already confirmed, and reported failed.
+func TestResentWhileExecuting(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{})
+	h.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid})
+	app := h.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: subMchid, State: wxpay.CancelWaitingMerchantConfirm})
+	// The confirmation takes effect at once; its answer comes 5s later
+	// (within the attempt timeout).
+	slow := wxpaysim.Fault{Kind: wxpaysim.SlowAfter, Endpoint: wxpaysim.EndpointConfirmCancel, Delay: 5 * time.Second, Times: 1}
+	if err := h.sim.SetFaults(slow); err != nil {
+		t.Fatal(err)
+	}
+	h.attempt = 10 * time.Second
+	h.start("a")
+	h.start("b")
+	body := confirmBody(app.ApplymentID)
+	h.send("confirm-cancel", "busy", body)
+	h.eventually("the confirmation to reach WeChat Pay", func() bool { return h.requests.inProgress() == 1 })
+	h.resend("confirm-cancel", "busy", body)
+	h.eventually("the re-sent message to wait", func() bool {
+		return strings.Contains(h.logs.String(), "another message with the same command id is being executed")
+	})
+	e := one(t, h.waitOutcomes("busy"), "busy")
+	if e.outcome() != "succeeded" || e.Data["reconciled"] == true {
+		t.Errorf("outcome %s reconciled=%v, want succeeded by its own answer: %s", e.outcome(), e.Data["reconciled"], e.Raw)
+	}
+	if n := h.sim.Count(wxpaysim.EndpointConfirmCancel); n != 1 {
+		t.Errorf("confirm-cancel sent %d times for one command id, want once", n)
+	}
+}
+
 // TestRedeliveryRepublishes: the outcome record is written as published
 // before the event is; when the event's publication then fails, the command
 // is redelivered, and the redelivery publishes the recorded event although

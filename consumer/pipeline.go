@@ -121,9 +121,15 @@ func (d *delivery) readOnly() bool {
 	return !d.idInvalid && d.parseErr == nil && commands[d.cmd.CommandType()].readOnly
 }
 
+// claims reports whether d's command is valid and claimed before it is
+// executed (see command.claimed).
+func (d *delivery) claims() bool {
+	return !d.idInvalid && d.parseErr == nil && commands[d.cmd.CommandType()].claimed()
+}
+
 // attempt is what decide knows of d, now.
-func (d *delivery) attempt(ctx context.Context) attempt {
-	return attempt{number: d.number, seq: d.seq, stopping: ctx.Err() != nil}
+func (s *Service) attempt(ctx context.Context, d *delivery) attempt {
+	return attempt{number: d.number, seq: d.seq, stopping: ctx.Err() != nil, now: s.clock()}
 }
 
 // handle runs one delivery through its steps; every path ends in exactly
@@ -136,21 +142,65 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg, sl *slot) {
 	s.settle(d, st)
 }
 
-// process runs steps 1 to 4 and returns the settlement.
+// process runs steps 1 to 4 and returns the settlement. Before it executes
+// a command that asks WeChat Pay to change something it claims the record;
+// while the record holds another message's claim it waits, and reads the
+// record again.
 func (s *Service) process(ctx context.Context, d *delivery) settlement {
 	found := s.lookup(ctx, d)
-	if found.err != nil {
-		return s.infraRetry(d, jsOutcomeRead, found.err)
+	waited := false
+	for found.err == nil {
+		act := s.policy.decide(found.rec, nil, s.attempt(ctx, d))
+		switch {
+		case act.step == stepWait:
+			if !waited {
+				d.log.Info("another message with the same command id is being executed; waiting for its outcome")
+				waited = true
+			}
+			if d.slot.waitOut(ctx, act.delay) != nil {
+				return settlement{kind: ackRetry, reason: "shutdown"}
+			}
+		case act.step == stepExecute && d.claims():
+			rev, err := s.claim(ctx, d, found.rec, found.rev)
+			if err == nil {
+				found.rev = rev
+				return s.proceed(ctx, d, found, act)
+			}
+			if !errors.Is(err, errRecordConflict) {
+				return s.infraRetry(d, jsOutcomeWrite, err)
+			}
+		default:
+			return s.proceed(ctx, d, found, act)
+		}
+		found = s.lookup(ctx, d)
 	}
+	return s.infraRetry(d, jsOutcomeRead, found.err)
+}
+
+// claim writes the claim of d's execution into its record, read at
+// revision rev (nil, 0: none), and returns the new revision.
+func (s *Service) claim(ctx context.Context, d *delivery, rec *record, rev uint64) (uint64, error) {
+	claimed := &record{}
+	if rec != nil {
+		*claimed = *rec
+	}
+	claimed.Running = &claim{Seq: d.seq, Until: s.clock().Add(s.claimFor)}
+	start := time.Now()
+	rev, err := s.records.put(ctx, d.key, claimed, rev)
+	s.metrics.since(jsOutcomeWrite, start)
+	return rev, err
+}
+
+// proceed runs steps 2 to 4 on what lookup found, as act says.
+func (s *Service) proceed(ctx context.Context, d *delivery, found found, act action) settlement {
 	rec := found.rec
-	act := s.policy.decide(rec, nil, d.attempt(ctx))
 	ex := s.execute(ctx, d, found, act)
 	if ex != nil && ex.jetstream != nil {
 		return s.infraRetry(d, jsTracking, ex.jetstream)
 	}
 	if ex != nil {
 		rec = rec.progressed(*ex)
-		act = s.policy.decide(rec, ex, d.attempt(ctx))
+		act = s.policy.decide(rec, ex, s.attempt(ctx, d))
 	}
 	return s.commit(ctx, d, rec, found.rev, ex, act)
 }
@@ -300,7 +350,7 @@ func (s *Service) conflict(ctx context.Context, d *delivery) settlement {
 	if err != nil {
 		return s.infraRetry(d, jsOutcomeRead, err)
 	}
-	if act := s.policy.decide(rec, nil, d.attempt(ctx)); act.step == stepRepublish {
+	if act := s.policy.decide(rec, nil, s.attempt(ctx, d)); act.step == stepRepublish {
 		return s.commit(ctx, d, rec, 0, nil, act)
 	}
 	return settlement{kind: ackRetry, delay: time.Second, reason: "another delivery of the same command id is in progress"}

@@ -58,6 +58,15 @@ type record struct {
 	// Replays counts the replays from the dead-letter stream; a replay
 	// clears the outcome so that the command runs again.
 	Replays int `json:"replays,omitempty"`
+	// Running is the claim of a delivery about to send a command that asks
+	// WeChat Pay to change something, written before its first request and
+	// cleared by the delivery's next write. While it holds, a delivery of
+	// another message with the same id (sent again past the commands
+	// stream's duplicate window) waits instead of sending the request a
+	// second time, concurrently, and taking the refusal of a request that
+	// went through for the answer; and any claim, held or expired, tells a
+	// later execution the request may have been sent (maybeSent).
+	Running *claim `json:"running,omitempty"`
 
 	// written is when the record read was written (the server's time); not
 	// stored in it, zero for a record this delivery wrote or made.
@@ -66,8 +75,26 @@ type record struct {
 
 func (r *record) done() bool { return r != nil && r.Event != nil }
 
+// claim is a delivery's claim on executing its command.
+type claim struct {
+	// Seq is the commands stream sequence of the claiming message: its
+	// own redeliveries are not held by the claim (maybeSent covers them).
+	Seq uint64 `json:"seq"`
+	// Until is when the claim expires (the claiming instance's clock): the
+	// longest an execution takes, so that a claim left by an instance that
+	// died holds nothing for long.
+	Until time.Time `json:"until"`
+}
+
+// heldFor reports whether r holds a claim of another message than at's,
+// unexpired at at.now.
+func (r *record) heldFor(at attempt) bool {
+	return r != nil && r.Running != nil && (r.Running.Seq != at.seq || at.seq == 0) && at.now.Before(r.Running.Until)
+}
+
 // progressed returns a copy of r (a new record when r is nil) that counts
-// the requests of ex and remembers whether one of them was ambiguous.
+// the requests of ex, remembers whether one of them was ambiguous, and holds
+// no claim.
 func (r *record) progressed(ex execution) *record {
 	next := &record{}
 	if r != nil {
@@ -75,6 +102,7 @@ func (r *record) progressed(ex execution) *record {
 	}
 	next.Attempts += ex.attempts
 	next.Ambiguous = next.Ambiguous || ex.ambiguous
+	next.Running = nil // the execution is over
 	return next
 }
 

@@ -47,7 +47,12 @@ type Service struct {
 	log     *slog.Logger
 	metrics *Metrics
 	clock   func() time.Time
-	ready   atomic.Bool
+	// claimFor is how long a delivery's claim on executing its command
+	// holds (see record.Running): its two WeChat Pay calls at most (the
+	// request and the query that reconciles it) and a margin for the clocks
+	// of the instances to differ by.
+	claimFor time.Duration
+	ready    atomic.Bool
 }
 
 // Options are the collaborators of a Service beyond its Config.
@@ -81,7 +86,8 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, js: o.JetStream, client: o.Client, log: o.Logger, metrics: o.Metrics, clock: o.Clock,
-		policy: policy{maxDeliver: uint64(cfg.MaxDeliver), baseDelay: cfg.RedeliveryDelay}}
+		policy:   policy{maxDeliver: uint64(cfg.MaxDeliver), baseDelay: cfg.RedeliveryDelay},
+		claimFor: 2*o.Client.MaxCallDuration() + claimMargin}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
