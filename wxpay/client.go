@@ -510,8 +510,19 @@ func (c *Client) attempt(ctx context.Context, r request, target *url.URL, uri st
 
 	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
 	defer cancel()
+	actx, abort := context.WithCancelCause(actx)
+	defer abort(nil)
 	var sent atomic.Bool
+	var conns atomic.Int32
 	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		// A second connection for one request is net/http sending it again
+		// by itself (a kept-alive connection closed without an answer, an
+		// HTTP/2 stream refused), with the same nonce and signature.
+		GotConn: func(httptrace.GotConnInfo) {
+			if conns.Add(1) > 1 {
+				abort(errResentByTransport)
+			}
+		},
 		WroteHeaders: func() { sent.Store(true) },
 	})
 	var body io.Reader
@@ -538,7 +549,11 @@ func (c *Client) attempt(ctx context.Context, r request, target *url.URL, uri st
 		if errors.As(cause, &ue) {
 			cause = ue.Err
 		}
-		if ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(context.Cause(actx), errResentByTransport):
+			cause = errResentByTransport
+		case errors.Is(actx.Err(), context.DeadlineExceeded):
 			cause = &attemptTimeoutError{limit: c.attemptTimeout}
 		}
 		return outcome{

@@ -210,6 +210,27 @@ func TestFaultKinds(t *testing.T) {
 			if got := e.statuses(); !slices.Equal(got, []string{"dropped/hang", "OK"}) {
 				t.Errorf("requests %v", got)
 			}
+			// The same on a kept-alive connection, where net/http would
+			// send the dropped GET again by itself, with the nonce the
+			// simulator has seen: the attempt fails instead, and the retry
+			// is signed afresh.
+			e = faultEnv(t, nil)
+			if _, _, err := e.validate(); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.Hang, Delay: 5 * time.Millisecond, Times: 1}); err != nil {
+				t.Fatal(err)
+			}
+			log = attempts{}
+			if _, res, err := e.validate(log.option()); err != nil || res.Attempts != 2 {
+				t.Fatalf("hang on a kept-alive connection: %v after %d attempts", err, res.Attempts)
+			}
+			if a := log.list(); len(a) != 2 || !a[0].Sent || !a[0].Retry {
+				t.Errorf("attempts %+v, want a sent attempt without an answer, then a success", a)
+			}
+			if got := e.statuses(); !slices.Equal(got, []string{"OK", "dropped/hang", "OK"}) {
+				t.Errorf("requests %v, want the dropped one and one retry, signed afresh", got)
+			}
 		},
 		"drop_before": func(t *testing.T) {
 			t.Parallel()
