@@ -70,7 +70,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 40, "commands published per second")
 	fs.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of every random choice")
 	fs.StringVar(&o.serviceBin, "service-bin", "", "the wxcancel binary (default: build ./cmd/wxcancel)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (stores, logs)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (stores, logs); it is kept anyway when a check fails")
 	fs.DurationVar(&o.revokeAfter, "revoke-after", 20*time.Second, "how long the simulator's applications await confirmation before they are revoked")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -44,11 +44,17 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 	if err != nil {
 		return c, nil, err
 	}
-	if o.keep {
-		fmt.Fprintln(progress, "keeping", tmp)
-	} else {
-		defer func() { childproc.StopAll(); _ = os.RemoveAll(tmp) }()
-	}
+	defer func() {
+		childproc.StopAll()
+		switch {
+		case o.keep:
+			fmt.Fprintln(progress, "kept", tmp)
+		case err != nil || !c.ok():
+			fmt.Fprintln(progress, "kept for a look at what went wrong (stores, logs):", tmp)
+		default:
+			_ = os.RemoveAll(tmp)
+		}
+	}()
 	if o.serviceBin == "" {
 		fmt.Fprintln(progress, "building ./cmd/wxcancel ...")
 		if o.serviceBin, err = build(ctx, tmp); err != nil {
@@ -333,10 +339,11 @@ func waitTracking(ctx context.Context, js jetstream.JetStream, topo consumer.Top
 // faultSpec is the simulator's faults in a chaos run: random latency,
 // SYSTEM_ERROR, unsigned gateway errors, requests held and dropped
 // unanswered, and for the three POSTs requests that take effect and lose
-// their answer.
+// their answer, or get it late.
 const faultSpec = "latency:delay=30ms,rate=0.3;latency:delay=250ms,rate=0.03;system_error:rate=0.05;gateway:rate=0.02;" +
 	"hang:delay=1500ms,rate=0.01;" +
-	"drop_after@confirm-cancel:rate=0.15;drop_after@apply-cancel-withdraw:rate=0.15;drop_after@cancel-applyment:rate=0.15"
+	"drop_after@confirm-cancel:rate=0.15;drop_after@apply-cancel-withdraw:rate=0.15;drop_after@cancel-applyment:rate=0.15;" +
+	"slow_after@confirm-cancel:delay=1s,rate=0.05;slow_after@apply-cancel-withdraw:delay=1s,rate=0.05;slow_after@cancel-applyment:delay=1s,rate=0.05"
 
 // startSim serves the simulator on loopback: random latency, a share of
 // SYSTEM_ERROR answers, and for the POSTs a share that take effect and
