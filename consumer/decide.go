@@ -129,16 +129,18 @@ func (p policy) redeliveryDelay(n uint64) time.Duration {
 
 // mustPublish reports whether a delivery that finds the outcome of its
 // command recorded must publish the recorded event again: when the record
-// does not say it is published, and on a redelivery of the message whose
+// does not say it is published, and on any delivery of the message whose
 // delivery recorded it, which may have stopped before JetStream stored the
-// event (Published is written ahead of the event). A republish inside the
-// events stream's duplicate window is dropped as a duplicate; such a
-// redelivery comes within the ack wait, well inside it. A delivery of
-// another message with the same id (sent again past the commands stream's
-// duplicate window, possibly long after the event) trusts the flag like the
-// first delivery: republished past the events stream's window, the event
-// would be stored twice. Records written without a sequence are republished
-// by every redelivery.
+// event (Published is written ahead of the event). That is a redelivery,
+// whatever its count: nats-server killed with SIGKILL may come back without
+// the consumer's delivery counts and count it as a first delivery. A
+// republish inside the events stream's duplicate window is dropped as a
+// duplicate; past it, the event is looked up first (storedLong). A delivery
+// of another message with the same id (sent again past the commands
+// stream's duplicate window, possibly long after the event) trusts the
+// flag: republished past the events stream's window, the event would be
+// stored twice. Records written without a sequence are republished by
+// every redelivery.
 func mustPublish(rec *record, at attempt) bool {
-	return !rec.Published || at.number > 1 && (rec.Seq == 0 || rec.Seq == at.seq)
+	return !rec.Published || rec.Seq == at.seq || rec.Seq == 0 && at.number > 1
 }

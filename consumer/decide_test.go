@@ -43,6 +43,7 @@ func TestDecide(t *testing.T) {
 		{"re-sent id, outcome recorded and published: answer from the record", done(true, 40), nil, attempt{number: 1, seq: 41}, action{step: stepRepublish}},
 		{"outcome recorded but not published: publish it", done(false, 40), nil, attempt{number: 1, seq: 41}, action{step: stepRepublish, publish: true}},
 		{"redelivery of the message that recorded it: publish again", done(true, 40), nil, attempt{number: 2, seq: 40}, action{step: stepRepublish, publish: true}},
+		{"the message that recorded it, counted as a first delivery (NATS lost the count): publish again", done(true, 40), nil, attempt{number: 1, seq: 40}, action{step: stepRepublish, publish: true}},
 		{"redelivery of a re-sent message: the record says published", done(true, 40), nil, attempt{number: 2, seq: 41}, action{step: stepRepublish}},
 		{"record without a sequence, redelivered: publish again", done(true, 0), nil, attempt{number: 3, seq: 41}, action{step: stepRepublish, publish: true}},
 		{"dead-lettered: answer from the record (settled as Term)", deadLettered, nil, attempt{number: 1, seq: 41}, action{step: stepRepublish}},

@@ -529,6 +529,33 @@ func TestRedeliveryRepublishes(t *testing.T) {
 	}
 }
 
+// TestDeliveryCountLost: nats-server killed with SIGKILL may come back
+// without the consumer's delivery counts, and deliver a command whose
+// outcome is recorded but not yet published as a first delivery. The
+// message that recorded the outcome publishes it however it is counted.
+func TestDeliveryCountLost(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	a := h.start("a")
+	body := map[string]any{"sub_mchid": subMchid}
+	h.send("validate-cancel", "first", body)
+	h.waitOutcomes("first")
+
+	open := h.fillEvents()
+	h.send("validate-cancel", "counted", body)
+	h.waitRefused(a, "counted")
+	a.stop(t)
+	// A consumer made anew counts the command's next delivery as its first.
+	if err := h.js.DeleteConsumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(h.cfg).Consumer.Durable); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	h.start("b")
+	one(t, h.waitOutcomes("counted"), "counted")
+	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 2 {
+		t.Errorf("WeChat Pay saw %d requests for two commands", n)
+	}
+}
+
 // TestJetStreamErrorAfterSuccess: WeChat Pay cancels an applyment, then
 // JetStream refuses the status event it reveals. The outcome is recorded
 // before the status change is published, so the redelivery publishes both
