@@ -513,16 +513,7 @@ func TestResentWhileExecuting(t *testing.T) {
 func TestRedeliveryRepublishes(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
 	a := h.start("a")
-	body := map[string]any{"sub_mchid": subMchid}
-	h.send("validate-cancel", "first", body) // records the merchant's status
-	h.waitOutcomes("first")
-
-	// The events stream is full and refuses new events; the next command
-	// changes no status, so only its outcome event is refused.
-	open := h.fillEvents()
-	h.send("validate-cancel", "refused", body)
-	h.waitRefused(a, "refused")
-	open()
+	h.recordUnpublished(a, "refused")()
 	one(t, h.waitOutcomes("refused"), "refused")
 	if n := h.sim.Count(wxpaysim.EndpointValidateCancel); n != 2 {
 		t.Errorf("WeChat Pay saw %d requests for two commands", n)
@@ -536,13 +527,7 @@ func TestRedeliveryRepublishes(t *testing.T) {
 func TestDeliveryCountLost(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
 	a := h.start("a")
-	body := map[string]any{"sub_mchid": subMchid}
-	h.send("validate-cancel", "first", body)
-	h.waitOutcomes("first")
-
-	open := h.fillEvents()
-	h.send("validate-cancel", "counted", body)
-	h.waitRefused(a, "counted")
+	open := h.recordUnpublished(a, "counted")
 	a.stop(t)
 	// A consumer made anew counts the command's next delivery as its first.
 	if err := h.js.DeleteConsumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(h.cfg).Consumer.Durable); err != nil {
@@ -593,15 +578,9 @@ func TestLateRedeliveryFindsStoredEvent(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
 	// The instances see every record as written ten minutes ago.
 	h.clock = func() time.Time { return time.Now().Add(10 * time.Minute) }
-	body := map[string]any{"sub_mchid": subMchid}
 	a := h.start("a")
-	h.send("validate-cancel", "first", body)
-	h.waitOutcomes("first")
-
 	// The outcome is recorded, its event refused; the instance stops.
-	open := h.fillEvents()
-	h.send("validate-cancel", "late", body)
-	h.waitRefused(a, "late")
+	open := h.recordUnpublished(a, "late")
 	a.stop(t)
 	open()
 	// What the dying delivery stored: the recorded event, past the window.

@@ -501,6 +501,22 @@ func (h *harness) waitRefused(in *instance, id string) {
 	}
 }
 
+// recordUnpublished has in, the only instance running, record the outcome
+// of validate-cancel id while the events stream refuses its event: a first
+// command (id "first") records the merchant's status, so that id changes
+// none and only its outcome event is refused. It returns what opens the
+// stream again.
+func (h *harness) recordUnpublished(in *instance, id string) (open func()) {
+	h.t.Helper()
+	body := map[string]any{"sub_mchid": subMchid}
+	h.send("validate-cancel", "first", body)
+	h.waitOutcomes("first")
+	open = h.fillEvents()
+	h.send("validate-cancel", id, body)
+	h.waitRefused(in, id)
+	return open
+}
+
 // count is the sum of a counter's values over all its labels.
 func count(c *prometheus.CounterVec) int {
 	ch := make(chan prometheus.Metric, 64)
