@@ -56,15 +56,31 @@ func ResponseMessage(timestamp, nonce string, body []byte) []byte {
 
 // Signer signs with an RSA private key (SHA256withRSA, PKCS#1 v1.5) and
 // builds APIv3 Authorization headers for one merchant. It is safe for
-// concurrent use.
+// concurrent use. The RSA implementation is the build's (see
+// [SignerBackend]); PKCS#1 v1.5 is deterministic, so every implementation
+// makes the same bytes.
 type Signer struct {
 	mchID    string
 	serialNo string
-	key      *rsa.PrivateKey
+	key      digestSigner
+}
+
+// digestSigner makes the PKCS#1 v1.5 signature of a SHA-256 digest with one
+// RSA private key; safe for concurrent use.
+type digestSigner interface {
+	signDigest(digest *[sha256.Size]byte) ([]byte, error)
+}
+
+// goKey signs with crypto/rsa.
+type goKey struct{ key *rsa.PrivateKey }
+
+func (k goKey) signDigest(digest *[sha256.Size]byte) ([]byte, error) {
+	return rsa.SignPKCS1v15(nil, k.key, crypto.SHA256, digest[:])
 }
 
 // NewSigner returns a Signer for merchant mchID whose API certificate has
-// serial number serialNo. None of the arguments may be empty or nil.
+// serial number serialNo. None of the arguments may be empty or nil; with
+// the OpenSSL signer, a key that libcrypto cannot load is refused too.
 func NewSigner(mchID, serialNo string, key *rsa.PrivateKey) (*Signer, error) {
 	var errs []error
 	if mchID == "" {
@@ -79,8 +95,11 @@ func NewSigner(mchID, serialNo string, key *rsa.PrivateKey) (*Signer, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	key.Precompute()
-	return &Signer{mchID: mchID, serialNo: serialNo, key: key}, nil
+	ds, err := newDigestSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{mchID: mchID, serialNo: serialNo, key: ds}, nil
 }
 
 // MchID returns the merchant id the Signer signs for.
@@ -92,7 +111,7 @@ func (s *Signer) SerialNo() string { return s.serialNo }
 // Sign returns the standard-Base64 SHA256withRSA signature of message.
 func (s *Signer) Sign(message []byte) (string, error) {
 	sum := sha256.Sum256(message)
-	sig, err := rsa.SignPKCS1v15(nil, s.key, crypto.SHA256, sum[:])
+	sig, err := s.key.signDigest(&sum)
 	if err != nil {
 		return "", fmt.Errorf("wxpay: signing: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
 	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/internal/settings"
+	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -321,7 +322,7 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("%s -h has no examples:\n%s", c.name, errOut+out)
 		}
 	}
-	if code, out, _ := cli(t, nil, "version"); code != exitOK || !strings.HasPrefix(out, "wxcancel ") {
+	if code, out, _ := cli(t, nil, "version"); code != exitOK || !strings.HasPrefix(out, "wxcancel ") || !strings.Contains(out, "\nsigner: "+wxpay.SignerBackend()+"\n") {
 		t.Errorf("version: %d %q", code, out)
 	}
 	if code, _, errOut := cli(t, nil, "frobnicate"); code != exitUsage || !strings.Contains(errOut, "unknown command") {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/wxcancel/wxcancel/wxpay"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=…").
@@ -47,8 +49,8 @@ func subcommands() []subcommand {
 		{"track", "list the resources followed to their end, or add or remove one", runTrack},
 		{"sim", "run the WeChat Pay simulator as a server and write the keys a serve needs", runSim},
 		{"demo", "run everything in one process and show one command of each type", runDemo},
-		{"version", "print the version", func(_ context.Context, a *app, _ []string) error {
-			_, err := fmt.Fprintln(a.stdout, "wxcancel", version)
+		{"version", "print the version and the RSA signer built in", func(_ context.Context, a *app, _ []string) error {
+			_, err := fmt.Fprintf(a.stdout, "wxcancel %s\nsigner: %s\n", version, wxpay.SignerBackend())
 			return err
 		}},
 	}

@@ -162,6 +162,7 @@ func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *
 	if err != nil {
 		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
 	}
+	log.Info("starting", "version", version, "signer", wxpay.SignerBackend())
 
 	if len(cfg.NATS.URLs) == 0 {
 		dir, _ := filepath.Abs(cfg.EmbeddedStoreDir)

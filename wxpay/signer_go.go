@@ -1,0 +1,15 @@
+//go:build !openssl
+
+package wxpay
+
+import "crypto/rsa"
+
+// SignerBackend names the RSA implementation a [Signer] uses in this
+// build: Go's crypto/rsa, or OpenSSL's libcrypto in a build with the
+// openssl tag (cgo).
+func SignerBackend() string { return "crypto/rsa" }
+
+func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
+	key.Precompute()
+	return goKey{key}, nil
+}

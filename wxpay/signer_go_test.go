@@ -1,0 +1,5 @@
+//go:build !openssl
+
+package wxpay
+
+const opensslBuild = false

@@ -1,0 +1,62 @@
+package wxpay
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	mrand "math/rand/v2"
+	"sync"
+	"testing"
+)
+
+// TestSignerMatchesCryptoRSA: whatever RSA implementation the build uses
+// (SignerBackend), a Signer makes exactly the signature crypto/rsa makes
+// (PKCS#1 v1.5 is deterministic), for messages of every length, with
+// merchant keys of 2048 and 3072 bits, from many goroutines at once.
+func TestSignerMatchesCryptoRSA(t *testing.T) {
+	t.Logf("signer: %s", SignerBackend())
+	k3072, err := rsa.GenerateKey(rand.Reader, 3072)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, key := range map[string]*rsa.PrivateKey{"2048": keys(t).merchant, "3072": k3072} {
+		t.Run(name, func(t *testing.T) {
+			s, err := NewSigner(testMchID, testMchSerial, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := mrand.New(mrand.NewPCG(1, uint64(key.N.BitLen())))
+			var wg sync.WaitGroup
+			for g := range 4 {
+				msgs := make([][]byte, 25)
+				for i := range msgs {
+					msgs[i] = make([]byte, rng.IntN(2048)+g)
+					for j := range msgs[i] {
+						msgs[i][j] = byte(rng.Uint32())
+					}
+				}
+				wg.Go(func() {
+					for _, m := range msgs {
+						got, err := s.Sign(m)
+						sum := sha256.Sum256(m)
+						want, werr := rsa.SignPKCS1v15(nil, key, crypto.SHA256, sum[:])
+						if err != nil || werr != nil || got != base64.StdEncoding.EncodeToString(want) {
+							t.Errorf("a %d-byte message: signature differs from crypto/rsa's (%v, %v)", len(m), err, werr)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// TestSignerBackend: the build names its signer.
+func TestSignerBackend(t *testing.T) {
+	if b := SignerBackend(); b != "crypto/rsa" && !opensslBuild {
+		t.Errorf("SignerBackend() = %q in a build without the openssl tag", b)
+	}
+}
