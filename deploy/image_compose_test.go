@@ -96,17 +96,25 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 
-	// The build stage: a static, trimmed, stamped binary.
-	var goBuild string
+	// The build stage: a static, trimmed, stamped binary with the OpenSSL
+	// signer, checked to be static.
+	var goBuild, check string
 	for _, in := range build {
-		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {
+		switch {
+		case in.cmd == "RUN" && strings.Contains(in.args, "go build"):
 			goBuild = in.args
+		case in.cmd == "RUN" && strings.Contains(in.args, "ldd"):
+			check = in.args
 		}
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-ldflags "-s -w -X main.version=$VERSION"`, "./cmd/wxcancel"} {
+	for _, want := range []string{"CGO_ENABLED=1", "-trimpath", "-tags openssl,netgo,osusergo",
+		`-ldflags "-s -w -X main.version=$VERSION -linkmode external -extldflags -static"`, "./cmd/wxcancel"} {
 		if !strings.Contains(goBuild, want) {
 			t.Errorf("the go build (%q) lacks %s", goBuild, want)
 		}
+	}
+	if !strings.Contains(check, "! ldd /out/wxcancel") || !strings.Contains(check, "signer: OpenSSL") {
+		t.Errorf("the build stage does not check that the binary is static and signs with OpenSSL (%q)", check)
 	}
 	if !slices.ContainsFunc(build, func(in instruction) bool { return in.cmd == "ARG" && strings.HasPrefix(in.args, "VERSION") }) {
 		t.Errorf("the build stage has no ARG VERSION")
