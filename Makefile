@@ -48,8 +48,12 @@ endif
 demo: ## run everything in one process: embedded JetStream, simulator, consumer, one command of each type
 	$(GO) run ./cmd/wxcancel demo
 
-bench: ## measure the service against the machine's own limit (see README)
-	$(GO) run ./cmd/wxcancel-bench
+bench: ## measure the service against the machine's own limit (see README), with SIGNER's signer
+ifeq ($(SIGNER),openssl)
+	$(GO) run -tags openssl ./cmd/wxcancel-bench $(BENCHFLAGS)
+else
+	$(GO) run ./cmd/wxcancel-bench $(BENCHFLAGS)
+endif
 
 chaos: ## kill instances and nats-server under load, check the delivery guarantees (CHAOSFLAGS, e.g. -seed 7)
 	$(GO) run ./cmd/wxcancel-chaos $(CHAOSFLAGS)

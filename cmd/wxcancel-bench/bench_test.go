@@ -177,12 +177,13 @@ func TestProcParsers(t *testing.T) {
 
 func sampleResults() *Results {
 	r := &Results{Label: "test", Time: "2026-01-01T00:00:00Z", Host: Host{CPUs: 2, GoVersion: "go1.26"},
-		Floor: Floor{SignMS: 0.83, VerifyMS: 0.03, PerRequestMS: 0.86, CPUBoundRate: 2325}}
+		Floor: Floor{Signer: "OpenSSL 3.0.19 27 Jan 2026 (libcrypto)", SignMS: 0.27, VerifyMS: 0.03, PerRequestMS: 0.30, CPUBoundRate: 6667},
+		Best:  BestFloor{SignMS: 0.245, VerifyMS: 0.015, PerRequestMS: 0.26, Source: "the project's signer, OpenSSL's where faster", OpenSSL: "OpenSSL 3.0.19 27 Jan 2026"}}
 	r.Runs = []Run{
-		{Name: runPeak, Mode: "closed", Concurrency: 64, Commands: 1000, Rate: 1500, Rate95: 1500, CPUPerCommandMS: 1.0,
-			FloorPerCommandMS: 0.86, Efficiency: 0.86, Attempts: 1000, PeakRSSMB: 40, AllOK: true, Outcomes: map[string]int{"succeeded": 1000}},
+		{Name: runPeak, Mode: "closed", Concurrency: 64, Commands: 1000, Rate: 1500, Rate95: 1500, CPUPerCommandMS: 0.5,
+			FloorPerCommandMS: 0.30, Efficiency: 0.6, LimitRatio: 0.52, Attempts: 1000, PeakRSSMB: 40, AllOK: true, Outcomes: map[string]int{"succeeded": 1000}},
 		{Name: runLat64, Mode: "closed", Concurrency: 64, LatencyMS: 100, Commands: 500, Rate: 600, Rate95: 605, RateWarm: 620, Bound: 640, BoundRatio: 600.0 / 640,
-			Attempts: 500, AllOK: true, Outcomes: map[string]int{"succeeded": 500}},
+			CPUPerCommandMS: 0.95, Attempts: 500, AllOK: true, Outcomes: map[string]int{"succeeded": 500}},
 		{Name: runLat256, Mode: "closed", Concurrency: 256, LatencyMS: 100, Commands: 500, Rate: 1300, Bound: 1500, BoundRatio: 1300.0 / 1500,
 			Attempts: 500, PeakRSSMB: 160, AllOK: true, Outcomes: map[string]int{"succeeded": 500}},
 		{Name: runOpen, Mode: "open", Concurrency: 256, LatencyMS: 100, Commands: 500, OfferedRate: 750, Rate: 749, P50OverheadMS: 2, P99OverheadMS: 4.5,
@@ -203,7 +204,9 @@ func TestEvaluate(t *testing.T) {
 		met[tg.Run+" "+strings.Fields(tg.Name)[0]] = tg.Met
 	}
 	want := map[string]bool{
-		runPeak + " efficiency":   true,
+		runPeak + " service":      true,  // 0.5 ms
+		runPeak + " limit":        true,  // 0.52
+		runLat64 + " service":     false, // 0.95 ms
 		runLat64 + " commands/s":  true,
 		runLat256 + " commands/s": false,
 		runOpen + " p99":          true,
@@ -261,7 +264,8 @@ func TestTableAndJSON(t *testing.T) {
 	var buf bytes.Buffer
 	r.printTable(&buf)
 	out := buf.String()
-	for _, want := range []string{"floor: RSA-2048 sign 0.830 ms + verify 0.030 ms", "open-half-peak @750/s", "[MISS]", "[MET ]",
+	for _, want := range []string{"floor (OpenSSL 3.0.19 27 Jan 2026 (libcrypto)): RSA-2048 sign 0.270 ms + verify 0.030 ms",
+		"best floor on this machine (the project's signer, OpenSSL's where faster; OpenSSL 3.0.19 27 Jan 2026): sign 0.245 ms + verify 0.015 ms = 0.260 ms", "open-half-peak @750/s", "[MISS]", "[MET ]",
 		"failed:SYSTEM_ERROR=1", "succeeded=999 failed:SYSTEM_ERROR=1", "system-error [system_error:rate=0.1]",
 		"(first 95% of outcomes at 605/s; after the first second 620/s, 0.969 of the bound)"} {
 		if !strings.Contains(out, want) {
@@ -280,7 +284,7 @@ func TestTableAndJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Runs) != len(r.Runs) || back.Runs[3].P99OverheadMS != 4.5 || back.Floor.SignMS != 0.83 || len(back.Targets) != len(r.Targets) {
+	if len(back.Runs) != len(r.Runs) || back.Runs[3].P99OverheadMS != 4.5 || back.Floor.SignMS != 0.27 || back.Best.PerRequestMS != 0.26 || len(back.Targets) != len(r.Targets) {
 		t.Errorf("JSON round trip lost data: %+v", back)
 	}
 }
@@ -438,7 +442,8 @@ func TestSmoke(t *testing.T) {
 	t.Cleanup(childproc.StopAll)
 	var progress bytes.Buffer
 	b := &bench{self: self, serviceBin: filepath.Join(tmp, "wxcancel"), tmp: tmp, pool: 4, logLevel: "info",
-		meter: meter, floorSigns: 5, progress: &progress, verbose: true}
+		meter: meter, floorSigns: 5, progress: &progress, verbose: true,
+		idle: Floor{PerRequestMS: 1}, best: BestFloor{PerRequestMS: 0.5}}
 	ctx := t.Context()
 	for _, spec := range []runSpec{
 		{Name: runPeak, Commands: 40, Concurrency: 8},
@@ -462,6 +467,11 @@ func TestSmoke(t *testing.T) {
 			if r.WaitP99MS[step] <= 0 {
 				t.Errorf("%s: no p99 bound for %s in %v", spec.Name, step, r.WaitP99MS)
 			}
+		}
+		// Half the idle floor, scaled by the run's floor: 0.5 × floor ×
+		// attempts per command ÷ CPU per command.
+		if want := 0.5 * r.FloorPerRequestMS * float64(r.Attempts) / float64(r.Commands) / r.CPUPerCommandMS; math.Abs(r.LimitRatio-want) > 1e-9 {
+			t.Errorf("%s: limit ratio %.4f, want %.4f", spec.Name, r.LimitRatio, want)
 		}
 		if spec.Faults != "" && r.Attempts != r.Commands+2 {
 			t.Errorf("%s: %d attempts for %d commands and 2 faults", spec.Name, r.Attempts, r.Commands)

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -20,6 +21,8 @@ import (
 // the request and one verification of the answer, with the project's own
 // wxpay.Signer and wxpay.Verifier, on one core.
 type Floor struct {
+	// Signer is the RSA implementation measured (wxpay.SignerBackend).
+	Signer   string  `json:"signer"`
 	SignMS   float64 `json:"sign_ms"`
 	VerifyMS float64 `json:"verify_ms"`
 	// PerRequestMS = SignMS + VerifyMS: the least CPU one command can cost.
@@ -128,7 +131,7 @@ func (m *floorMeter) measure(signs, batches int) (Floor, error) {
 	if failure != nil {
 		return Floor{}, failure
 	}
-	f := Floor{SignMS: median(signMS), VerifyMS: median(verifyMS), Samples: batches * signs}
+	f := Floor{Signer: wxpay.SignerBackend(), SignMS: median(signMS), VerifyMS: median(verifyMS), Samples: batches * signs}
 	f.PerRequestMS = f.SignMS + f.VerifyMS
 	f.CPUBoundRate = float64(runtime.NumCPU()) * 1000 / f.PerRequestMS
 	return f, nil
@@ -147,3 +150,7 @@ func median(xs []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// opensslSigner reports whether this program, and so the service it
+// builds, signs with OpenSSL (built with -tags openssl).
+func opensslSigner() bool { return strings.HasPrefix(wxpay.SignerBackend(), "OpenSSL") }

@@ -19,7 +19,9 @@ type Results struct {
 	Time  string `json:"time"`
 	Host  Host   `json:"host"`
 	Floor Floor  `json:"floor"`
-	Runs  []Run  `json:"runs"`
+	// Best is the machine's best floor (the limit ratios' reference).
+	Best BestFloor `json:"best_floor"`
+	Runs []Run     `json:"runs"`
 	// Tracking is the tracking run, when it was made.
 	Tracking  *TrackingRun `json:"tracking,omitempty"`
 	Targets   []Target     `json:"targets"`
@@ -74,8 +76,16 @@ func (r *Results) evaluate() {
 	atLeast := func(name, run, want string, got, limit float64, note string) {
 		r.Targets = append(r.Targets, Target{Name: name, Run: run, Want: want, Got: got, Met: got >= limit, Note: note})
 	}
+	atMost := func(name, run string, got, limit float64, note string) {
+		r.Targets = append(r.Targets, Target{Name: name, Run: run, Want: fmt.Sprintf("≤ %.2f ms", limit), Got: got, Met: got > 0 && got <= limit, Note: note})
+	}
 	if p := r.run(runPeak); p != nil {
-		atLeast("efficiency = floor ÷ service CPU per command", runPeak, "≥ 0.85", p.Efficiency, 0.85, "")
+		atMost("service CPU per command", runPeak, p.CPUPerCommandMS, 0.55, fmt.Sprintf("signer %s, efficiency %.3f", r.Floor.Signer, p.Efficiency))
+		atLeast("limit ratio = the machine's best floor ÷ service CPU per command", runPeak, "≥ 0.50", p.LimitRatio, 0.5,
+			fmt.Sprintf("best floor %.3f ms per request", r.Best.PerRequestMS))
+	}
+	if p := r.run(runLat64); p != nil {
+		atMost("service CPU per command", runLat64, p.CPUPerCommandMS, 0.9, fmt.Sprintf("limit ratio %.3f", p.LimitRatio))
 	}
 	for _, name := range []string{runLat64, runLat256} {
 		if p := r.run(name); p != nil {
@@ -138,10 +148,18 @@ func (r *Results) evaluate() {
 func (r *Results) printTable(w io.Writer) {
 	fmt.Fprintf(w, "wxcancel-bench %s — %s, %d CPUs, %s\n", r.Label, r.Time, r.Host.CPUs, r.Host.GoVersion)
 	f := r.Floor
-	fmt.Fprintf(w, "floor: RSA-2048 sign %.3f ms + verify %.3f ms = %.3f ms CPU per request per core (%d cores: %.0f commands/s)\n\n",
-		f.SignMS, f.VerifyMS, f.PerRequestMS, r.Host.CPUs, f.CPUBoundRate)
+	fmt.Fprintf(w, "floor (%s): RSA-2048 sign %.3f ms + verify %.3f ms = %.3f ms CPU per request per core (%d cores: %.0f commands/s)\n",
+		f.Signer, f.SignMS, f.VerifyMS, f.PerRequestMS, r.Host.CPUs, f.CPUBoundRate)
+	if b := r.Best; b.PerRequestMS > 0 {
+		fmt.Fprintf(w, "best floor on this machine (%s", b.Source)
+		if b.OpenSSL != "" {
+			fmt.Fprintf(w, "; %s", b.OpenSSL)
+		}
+		fmt.Fprintf(w, "): sign %.3f ms + verify %.3f ms = %.3f ms; limit ratio = best floor ÷ service CPU per command\n", b.SignMS, b.VerifyMS, b.PerRequestMS)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tconc\tWxPay ms\tcommands\tcmd/s\tsvc CPU/cmd ms\tfloor/cmd ms\tefficiency\tbound/s\trate÷bound\tp50 ovh ms\tp99 ovh ms\tpeak RSS MB\tattempts/cmd\tnats|sim|gen CPU/cmd ms\tforeign cores\t")
+	fmt.Fprintln(tw, "run\tconc\tWxPay ms\tcommands\tcmd/s\tsvc CPU/cmd ms\tfloor/cmd ms\tefficiency\tlimit ratio\tbound/s\trate÷bound\tp50 ovh ms\tp99 ovh ms\tpeak RSS MB\tattempts/cmd\tnats|sim|gen CPU/cmd ms\tforeign cores\t")
 	for _, run := range r.Runs {
 		name := run.Name
 		if run.Mode == "open" {
@@ -165,9 +183,9 @@ func (r *Results) printTable(w io.Writer) {
 		if run.Commands > 0 {
 			att = float64(run.Attempts) / float64(run.Commands)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.2f|%.2f|%.2f\t%.2f\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.2f|%.2f|%.2f\t%.2f\t\n",
 			name, run.Concurrency, run.LatencyMS, run.Commands, run.Rate, run.CPUPerCommandMS, run.FloorPerCommandMS,
-			run.Efficiency, bound, ratio, p50, p99, run.PeakRSSMB, att,
+			run.Efficiency, run.LimitRatio, bound, ratio, p50, p99, run.PeakRSSMB, att,
 			run.NATSCPUPerCommandMS, run.SimCPUPerCommandMS, run.LoadgenCPUPerCommandMS, run.ForeignCores)
 	}
 	_ = tw.Flush()

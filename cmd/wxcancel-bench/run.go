@@ -90,6 +90,11 @@ type Run struct {
 	FloorPerCommandMS float64 `json:"floor_per_command_ms"`
 	// Efficiency = FloorPerCommandMS ÷ CPUPerCommandMS.
 	Efficiency float64 `json:"efficiency"`
+	// LimitRatio = the machine's best floor per command ÷ CPUPerCommandMS:
+	// Efficiency against the fastest RSA on the machine (Results.Best),
+	// scaled by this run's floor ÷ the idle floor, as the machine's speed
+	// drifts.
+	LimitRatio float64 `json:"limit_ratio"`
 	Bound      float64 `json:"bound,omitempty"`       // min(CPU bound, concurrency ÷ latency)
 	CPUBound   float64 `json:"cpu_bound,omitempty"`   // the peak rate at this run's floor
 	BoundRatio float64 `json:"bound_ratio,omitempty"` // Rate ÷ Bound
@@ -146,6 +151,10 @@ type bench struct {
 	profileFor time.Duration
 	meter      *floorMeter
 	floorSigns int // signs of the floor measured around each run
+	// idle and best are the floors measured at the start: the project's
+	// signer's, and the machine's best.
+	idle       Floor
+	best       BestFloor
 	progress   io.Writer
 	serviceEnv []string
 	keep       bool
@@ -390,6 +399,9 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		res.FloorPerCommandMS = res.FloorPerRequestMS * perCommand
 		res.Efficiency = res.FloorPerCommandMS / res.CPUPerCommandMS
 		res.IdleEfficiency = res.IdleFloorPerRequestMS * perCommand / res.CPUPerCommandMS
+		if b.best.PerRequestMS > 0 && b.idle.PerRequestMS > 0 {
+			res.LimitRatio = b.best.PerRequestMS * res.FloorPerRequestMS / b.idle.PerRequestMS * perCommand / res.CPUPerCommandMS
+		}
 	}
 	if spec.ConcBound > 0 {
 		res.Bound = spec.ConcBound
