@@ -4,12 +4,14 @@ package wxpay
 
 import "crypto/rsa"
 
-// SignerBackend names the RSA implementation a [Signer] uses in this
-// build: Go's crypto/rsa, or OpenSSL's libcrypto in a build with the
-// openssl tag (cgo).
+// SignerBackend names the RSA implementation a [Signer] and a [Verifier]
+// use in this build: Go's crypto/rsa, or OpenSSL's libcrypto in a build
+// with the openssl tag (cgo).
 func SignerBackend() string { return "crypto/rsa" }
 
 func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 	key.Precompute()
 	return goKey{key}, nil
 }
+
+func newDigestVerifier(key *rsa.PublicKey) (digestVerifier, error) { return goPublicKey{key}, nil }

@@ -60,3 +60,36 @@ func TestSignerBackend(t *testing.T) {
 		t.Errorf("SignerBackend() = %q in a build without the openssl tag", b)
 	}
 }
+
+// TestVerifierMatchesCryptoRSA: the build's verification accepts exactly
+// the signatures crypto/rsa accepts: a valid one, and not one with a bit
+// flipped, cut short, made longer, empty, or made with another key.
+func TestVerifierMatchesCryptoRSA(t *testing.T) {
+	key, other := keys(t).wechat, keys(t).other
+	dv, err := newDigestVerifier(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(`1700000000\nnonce\n{"sub_mchid":"1900000109"}\n`))
+	sig, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dv.verifyDigest(&sum, sig); err != nil {
+		t.Fatalf("a valid signature is refused: %v", err)
+	}
+	flipped := append([]byte(nil), sig...)
+	flipped[100] ^= 1
+	byOther, _ := rsa.SignPKCS1v15(nil, other, crypto.SHA256, sum[:])
+	otherDigest := sum
+	otherDigest[0] ^= 1
+	for name, bad := range map[string][]byte{"a bit flipped": flipped, "cut short": sig[:len(sig)-1],
+		"longer": append(append([]byte(nil), sig...), 0), "empty": nil, "another key's": byOther} {
+		if err := dv.verifyDigest(&sum, bad); err == nil {
+			t.Errorf("a signature %s is accepted", name)
+		}
+	}
+	if err := dv.verifyDigest(&otherDigest, sig); err == nil {
+		t.Error("the signature of another digest is accepted")
+	}
+}

@@ -109,9 +109,24 @@ func (c VerifierConfig) Validate() error {
 }
 
 type verifyKey struct {
-	key       *rsa.PublicKey
+	key       digestVerifier
 	notBefore time.Time // zero for a public key
 	notAfter  time.Time
+}
+
+// digestVerifier checks a PKCS#1 v1.5 signature of a SHA-256 digest with
+// one RSA public key: nil, or an error when it does not match. Safe for
+// concurrent use. The implementation is the build's, as for signing (see
+// [SignerBackend]).
+type digestVerifier interface {
+	verifyDigest(digest *[sha256.Size]byte, sig []byte) error
+}
+
+// goPublicKey verifies with crypto/rsa.
+type goPublicKey struct{ key *rsa.PublicKey }
+
+func (k goPublicKey) verifyDigest(digest *[sha256.Size]byte, sig []byte) error {
+	return rsa.VerifyPKCS1v15(k.key, crypto.SHA256, digest[:], sig)
 }
 
 // Verifier verifies WeChat Pay response signatures. It is immutable and safe
@@ -125,7 +140,8 @@ type Verifier struct {
 	idOrder []string
 }
 
-// NewVerifier returns a Verifier for the keys in c, or the problems of c.
+// NewVerifier returns a Verifier for the keys in c, or the problems of c
+// (with the OpenSSL signer, also a key libcrypto cannot load).
 func NewVerifier(c VerifierConfig) (*Verifier, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -135,14 +151,22 @@ func NewVerifier(c VerifierConfig) (*Verifier, error) {
 		v.clock = time.Now
 	}
 	if c.PublicKey != nil {
-		v.keys[c.PublicKeyID] = verifyKey{key: c.PublicKey}
+		dv, err := newDigestVerifier(c.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("wxpay: WeChat Pay public key %s: %w", c.PublicKeyID, err)
+		}
+		v.keys[c.PublicKeyID] = verifyKey{key: dv}
 		v.idOrder = append(v.idOrder, c.PublicKeyID)
 		v.encID, v.encKey = c.PublicKeyID, c.PublicKey
 	}
 	var newest *x509.Certificate
 	for _, cert := range c.Certificates {
 		serial := CertificateSerial(cert)
-		v.keys[serial] = verifyKey{key: cert.PublicKey.(*rsa.PublicKey), notBefore: cert.NotBefore, notAfter: cert.NotAfter}
+		dv, err := newDigestVerifier(cert.PublicKey.(*rsa.PublicKey))
+		if err != nil {
+			return nil, fmt.Errorf("wxpay: platform certificate %s: %w", serial, err)
+		}
+		v.keys[serial] = verifyKey{key: dv, notBefore: cert.NotBefore, notAfter: cert.NotAfter}
 		v.idOrder = append(v.idOrder, serial)
 		if newest == nil || cert.NotAfter.After(newest.NotAfter) {
 			newest = cert
@@ -228,7 +252,7 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		return &SignatureError{Reason: SignatureMalformed, Serial: serial, Detail: "Wechatpay-Signature is not Base64"}
 	}
 	sum := sha256.Sum256(ResponseMessage(ts, nonce, body))
-	if err := rsa.VerifyPKCS1v15(k.key, crypto.SHA256, sum[:], raw); err != nil {
+	if err := k.key.verifyDigest(&sum, raw); err != nil {
 		return &SignatureError{Reason: SignatureMismatch, Serial: serial, Detail: "the signature does not match the response"}
 	}
 	return nil
