@@ -36,9 +36,11 @@ static void wx_error(char *buf, size_t n) {
 	ERR_clear_error();
 }
 
-static EVP_PKEY *wx_load(const unsigned char *der, long n, char *err, size_t errn) {
+// wx_load reads an RSA key from PKCS#1 DER: a private key when private is
+// set, else a public one.
+static EVP_PKEY *wx_load(int private, const unsigned char *der, long n, char *err, size_t errn) {
 	const unsigned char *p = der;
-	EVP_PKEY *k = d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, n);
+	EVP_PKEY *k = private ? d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, n) : d2i_PublicKey(EVP_PKEY_RSA, NULL, &p, n);
 	if (k == NULL) {
 		wx_error(err, errn);
 	}
@@ -57,14 +59,6 @@ static int wx_sign(EVP_PKEY *k, const unsigned char *digest, unsigned char *sig,
 	}
 	EVP_PKEY_CTX_free(ctx);
 	return ok;
-}
-static EVP_PKEY *wx_load_public(const unsigned char *der, long n, char *err, size_t errn) {
-	const unsigned char *p = der;
-	EVP_PKEY *k = d2i_PublicKey(EVP_PKEY_RSA, NULL, &p, n);
-	if (k == NULL) {
-		wx_error(err, errn);
-	}
-	return k;
 }
 
 // wx_verify returns 1 when sig is the signature of digest; a mismatch, or
@@ -128,7 +122,7 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 	der := x509.MarshalPKCS1PrivateKey(key)
 	defer clear(der)
 	var msg [errBufLen]C.char
-	p := C.wx_load((*C.uchar)(unsafe.Pointer(&der[0])), C.long(len(der)), &msg[0], errBufLen)
+	p := C.wx_load(1, (*C.uchar)(unsafe.Pointer(&der[0])), C.long(len(der)), &msg[0], errBufLen)
 	if p == nil {
 		return nil, fmt.Errorf("wxpay: OpenSSL cannot load the private key: %s", C.GoString(&msg[0]))
 	}
@@ -167,7 +161,7 @@ func newDigestVerifier(key *rsa.PublicKey) (digestVerifier, error) {
 	}
 	der := x509.MarshalPKCS1PublicKey(key)
 	var msg [errBufLen]C.char
-	p := C.wx_load_public((*C.uchar)(unsafe.Pointer(&der[0])), C.long(len(der)), &msg[0], errBufLen)
+	p := C.wx_load(0, (*C.uchar)(unsafe.Pointer(&der[0])), C.long(len(der)), &msg[0], errBufLen)
 	if p == nil {
 		return nil, fmt.Errorf("OpenSSL cannot load the public key: %s", C.GoString(&msg[0]))
 	}
