@@ -166,7 +166,7 @@ func (s *Service) process(ctx context.Context, d *delivery) settlement {
 				found.rev = rev
 				return s.proceed(ctx, d, found, act)
 			}
-			if !errors.Is(err, errRecordConflict) {
+			if !errors.Is(err, errChanged) {
 				return s.infraRetry(d, jsOutcomeWrite, err)
 			}
 		default:
@@ -292,7 +292,7 @@ func (s *Service) commit(ctx context.Context, d *delivery, rec *record, rev uint
 		}
 		rec.LastError = act.cause
 		if _, err := s.records.put(ctx, d.key, rec, rev); err != nil {
-			if errors.Is(err, errRecordConflict) {
+			if errors.Is(err, errChanged) {
 				return s.conflict(ctx, d)
 			}
 			return s.infraRetry(d, jsOutcomeWrite, err)
@@ -332,7 +332,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 	_, err = s.records.put(context.WithoutCancel(ctx), d.key, rec, rev)
 	s.metrics.since(jsOutcomeWrite, start)
 	if err != nil {
-		if errors.Is(err, errRecordConflict) {
+		if errors.Is(err, errChanged) {
 			return s.conflict(ctx, d)
 		}
 		return s.infraRetry(d, jsOutcomeWrite, err)

@@ -169,7 +169,7 @@ func (p *poller) drive(term, workCtx context.Context, polls *sync.WaitGroup) {
 		rev, err := p.tracks.put(term, key, &claimed, e.rev)
 		if err != nil {
 			<-places
-			if !errors.Is(err, errTrackConflict) { // a conflict: the copy will show what changed
+			if !errors.Is(err, errChanged) { // a conflict: the copy will show what changed
 				p.pause(term, err)
 			}
 			continue

@@ -106,9 +106,6 @@ func (r *record) progressed(ex execution) *record {
 	return next
 }
 
-// errRecordConflict: another instance wrote the record first.
-var errRecordConflict = errors.New("consumer: outcome record changed concurrently")
-
 // records stores one record per command id in a KV bucket, with
 // compare-and-set on the revision.
 type records struct{ kv jetstream.KeyValue }
@@ -185,21 +182,18 @@ func (l *recordRead) gate(ctx context.Context) error {
 }
 
 // put writes rec if the stored revision is still rev (0: absent) and returns
-// the new revision, or errRecordConflict.
+// the new revision, or errChanged when another delivery wrote it first.
 func (r records) put(ctx context.Context, key string, rec *record, rev uint64) (uint64, error) {
 	nrev, err := compareAndSet(ctx, r.kv, key, rec, rev)
-	switch {
-	case errors.Is(err, errChanged):
-		return 0, errRecordConflict
-	case err != nil:
+	if err != nil && !errors.Is(err, errChanged) {
 		return 0, fmt.Errorf("writing outcome record: %w", err)
 	}
-	return nrev, nil
+	return nrev, err
 }
 
 // errChanged: the key is no longer at the revision a compare-and-set
-// expected.
-var errChanged = errors.New("consumer: the key changed")
+// expected (another writer came first).
+var errChanged = errors.New("consumer: the key changed concurrently")
 
 // compareAndSet writes v, JSON, under key if the key is still at revision
 // rev (0: absent or deleted) and returns the new revision, or an error

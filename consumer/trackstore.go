@@ -53,9 +53,6 @@ func newTracks(kv jetstream.KeyValue, pub *publisher.Publisher, events jetstream
 // trackKey is the bucket key of resource r with key k.
 func trackKey(r schemas.Resource, k string) string { return string(r) + "." + schemas.EncodeToken(k) }
 
-// errTrackConflict: the record changed under a compare-and-set.
-var errTrackConflict = errors.New("consumer: tracking record changed concurrently")
-
 // get returns the record of key and its revision (nil, 0 when absent).
 func (t *tracks) get(ctx context.Context, key string) (*trackRecord, uint64, error) {
 	e, err := t.kv.Get(ctx, key)
@@ -84,16 +81,13 @@ func decodeTrack(key string, b []byte) (*trackRecord, error) {
 }
 
 // put writes rec under key if it is still at revision rev (0: absent, or
-// deleted) and returns the new revision, or errTrackConflict.
+// deleted) and returns the new revision, or errChanged.
 func (t *tracks) put(ctx context.Context, key string, rec *trackRecord, rev uint64) (uint64, error) {
 	nrev, err := compareAndSet(ctx, t.kv, key, rec, rev)
-	switch {
-	case errors.Is(err, errChanged):
-		return 0, errTrackConflict
-	case err != nil:
+	if err != nil && !errors.Is(err, errChanged) {
 		return 0, fmt.Errorf("writing tracking record %s: %w", key, err)
 	}
-	return nrev, nil
+	return nrev, err
 }
 
 // maxTrackRounds bounds the read-decide-write rounds of one change.
@@ -158,7 +152,7 @@ func (t *tracks) change(ctx context.Context, key, traceparent string, decide fun
 			return err
 		}
 		nrev, err := t.put(ctx, key, next, rev)
-		if errors.Is(err, errTrackConflict) {
+		if errors.Is(err, errChanged) {
 			continue
 		}
 		if err != nil {
