@@ -35,7 +35,7 @@ type command struct {
 func (c command) claimed() bool { return !c.readOnly && c.endpoint != "" }
 
 // commands is the command table: one entry per type of schemas.Types().
-var commands = map[schemas.Type]command{
+var commands = map[schemas.Type]*command{
 	schemas.TypeValidateCancel: {readOnly: true, endpoint: string(schemas.TypeValidateCancel),
 		run: runs((*Service).validateCancel)},
 	schemas.TypeQueryCancelWithdraw: {readOnly: true, endpoint: string(schemas.TypeQueryCancelWithdraw),

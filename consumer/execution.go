@@ -60,7 +60,7 @@ func (s *Service) run(ctx context.Context, d *delivery, rec *record) execution {
 		return ex
 	}
 	d.log.Debug("executing", "command", d.cmd)
-	return commands[d.cmd.CommandType()].run(s, ctx, d, rec, d.cmd)
+	return d.def.run(s, ctx, d, rec, d.cmd)
 }
 
 // reconcile sends nothing but the query that can prove that the request of
@@ -73,7 +73,7 @@ func (s *Service) reconcile(ctx context.Context, d *delivery) execution {
 	if _, invalid := d.rejection(); invalid {
 		return execution{}
 	}
-	if r := commands[d.cmd.CommandType()].reconcile; r != nil {
+	if r := d.def.reconcile; r != nil {
 		return r(s, ctx, d, d.cmd)
 	}
 	return execution{}

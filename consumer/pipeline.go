@@ -55,9 +55,10 @@ type delivery struct {
 	key         string // id encoded for the outcomes bucket
 	ctype       string // command type, from the subject
 	cmd         schemas.Command
-	parseErr    error  // why the body is not a valid command of ctype
-	number      uint64 // delivery count, from 1
-	seq         uint64 // commands stream sequence (0 when the metadata is unreadable)
+	parseErr    error    // why the body is not a valid command of ctype
+	def         *command // cmd's entry in the command table; nil unless cmd is valid and of a known type
+	number      uint64   // delivery count, from 1
+	seq         uint64   // commands stream sequence (0 when the metadata is unreadable)
 	traceparent string
 	log         *slog.Logger
 	slot        *slot                       // the delivery's place among the workers
@@ -85,6 +86,9 @@ func (s *Service) newDelivery(msg jetstream.Msg, sl *slot) *delivery {
 	if !d.idInvalid {
 		d.cmd, d.parseErr = schemas.Parse(d.ctype, msg.Data())
 	}
+	if !d.idInvalid && d.parseErr == nil {
+		d.def = commands[d.cmd.CommandType()]
+	}
 	if tp := h.Get(schemas.HeaderTraceparent); schemas.ValidTraceparent(tp) {
 		d.traceparent = tp
 	}
@@ -109,7 +113,7 @@ func (d *delivery) rejection() (execution, bool) {
 		}
 		return rejected(d.parseErr.Error(), schemas.Violation{Field: "", Rule: "invalid", Message: d.parseErr.Error()}), true
 	}
-	if _, ok := commands[d.cmd.CommandType()]; !ok {
+	if d.def == nil {
 		return rejected("unsupported command type", unsupportedType(d.ctype)), true
 	}
 	return execution{}, false
@@ -117,15 +121,11 @@ func (d *delivery) rejection() (execution, bool) {
 
 // readOnly reports whether d's command is valid and read-only (see
 // command.readOnly).
-func (d *delivery) readOnly() bool {
-	return !d.idInvalid && d.parseErr == nil && commands[d.cmd.CommandType()].readOnly
-}
+func (d *delivery) readOnly() bool { return d.def != nil && d.def.readOnly }
 
 // claims reports whether d's command is valid and claimed before it is
 // executed (see command.claimed).
-func (d *delivery) claims() bool {
-	return !d.idInvalid && d.parseErr == nil && commands[d.cmd.CommandType()].claimed()
-}
+func (d *delivery) claims() bool { return d.def != nil && d.def.claimed() }
 
 // attempt is what decide knows of d, now.
 func (s *Service) attempt(ctx context.Context, d *delivery) attempt {
