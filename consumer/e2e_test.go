@@ -488,14 +488,13 @@ func TestResentWhileExecuting(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.attempt = 10 * time.Second
-	h.start("a")
-	h.start("b")
+	a, b := h.start("a"), h.start("b")
 	body := confirmBody(app.ApplymentID)
 	h.send("confirm-cancel", "busy", body)
 	h.eventually("the confirmation to reach WeChat Pay", func() bool { return h.requests.inProgress() == 1 })
 	h.resend("confirm-cancel", "busy", body)
 	h.eventually("the re-sent message to wait", func() bool {
-		return strings.Contains(h.logs.String(), "another message with the same command id is being executed")
+		return count(a.metrics.ClaimWaits)+count(b.metrics.ClaimWaits) == 1
 	})
 	e := one(t, h.waitOutcomes("busy"), "busy")
 	if e.outcome() != "succeeded" || e.Data["reconciled"] == true {

@@ -50,6 +50,11 @@ type Metrics struct {
 	// executing the command: a re-sent command id, or a redelivery after
 	// the outcome was recorded.
 	Duplicates *prometheus.CounterVec
+	// ClaimWaits counts deliveries that found another message with the
+	// same command id being executed (its claim in the record) and waited
+	// for it, by type: the id was sent again past the commands stream's
+	// duplicate window.
+	ClaimWaits *prometheus.CounterVec
 	// EventLookups counts recorded outcome events looked up in the events
 	// stream before they are published again, by result (found, not_found,
 	// failed): done only for a redelivery that comes past the duplicate
@@ -119,6 +124,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxcancel_duplicates_total", Help: "Deliveries answered from the outcome record without executing the command, by type.",
 		}, []string{"type"}),
+		ClaimWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxcancel_claim_waits_total", Help: "Deliveries that waited for another message with the same command id to be executed, by type.",
+		}, []string{"type"}),
 		EventLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxcancel_event_lookups_total", Help: "Recorded outcome events looked up in the events stream before publishing them again, by result.",
 		}, []string{"result"}),
@@ -135,7 +143,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Requests, m.RequestDuration, m.Retries, m.SignatureFailures,
 			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration,
-			m.JetStreamFailures, m.Duplicates, m.EventLookups, m.TrackedResources, m.TrackPolls, m.TrackEnded)
+			m.JetStreamFailures, m.Duplicates, m.ClaimWaits, m.EventLookups, m.TrackedResources, m.TrackPolls, m.TrackEnded)
 	}
 	return m
 }

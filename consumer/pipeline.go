@@ -155,6 +155,7 @@ func (s *Service) process(ctx context.Context, d *delivery) settlement {
 		case act.step == stepWait:
 			if !waited {
 				d.log.Info("another message with the same command id is being executed; waiting for its outcome")
+				s.metrics.ClaimWaits.WithLabelValues(metricType(d.ctype)).Inc()
 				waited = true
 			}
 			if d.slot.waitOut(ctx, act.delay) != nil {
