@@ -9,6 +9,10 @@ import "crypto/rsa"
 // with the openssl tag (cgo).
 func SignerBackend() string { return "crypto/rsa" }
 
+// OpenSSLSigner reports whether this build signs and verifies with
+// OpenSSL's libcrypto (the openssl build tag) rather than crypto/rsa.
+const OpenSSLSigner = false
+
 func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 	key.Precompute()
 	return goKey{key}, nil

@@ -99,6 +99,10 @@ func SignerBackend() string {
 	return C.GoString(C.OpenSSL_version(C.OPENSSL_VERSION)) + " (libcrypto)"
 }
 
+// OpenSSLSigner reports whether this build signs and verifies with
+// OpenSSL's libcrypto (the openssl build tag) rather than crypto/rsa.
+const OpenSSLSigner = true
+
 var initLibcrypto = sync.OnceValue(func() error {
 	if C.wx_init() != 1 {
 		return errors.New("wxpay: OpenSSL failed to initialise")

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -54,9 +55,14 @@ func TestSignerMatchesCryptoRSA(t *testing.T) {
 	}
 }
 
-// TestSignerBackend: the build names its signer.
+// TestSignerBackend: the build names its signer: crypto/rsa, or OpenSSL 3
+// with the openssl tag.
 func TestSignerBackend(t *testing.T) {
-	if b := SignerBackend(); b != "crypto/rsa" && !opensslBuild {
+	b := SignerBackend()
+	if OpenSSLSigner && !(strings.HasPrefix(b, "OpenSSL 3.") && strings.HasSuffix(b, "(libcrypto)")) {
+		t.Errorf("SignerBackend() = %q, want OpenSSL 3.x (libcrypto)", b)
+	}
+	if !OpenSSLSigner && b != "crypto/rsa" {
 		t.Errorf("SignerBackend() = %q in a build without the openssl tag", b)
 	}
 }

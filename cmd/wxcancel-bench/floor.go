@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -150,7 +149,3 @@ func median(xs []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
-
-// opensslSigner reports whether this program, and so the service it
-// builds, signs with OpenSSL (built with -tags openssl).
-func opensslSigner() bool { return strings.HasPrefix(wxpay.SignerBackend(), "OpenSSL") }

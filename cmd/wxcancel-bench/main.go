@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/wxcancel/wxcancel/internal/childproc"
+	"github.com/wxcancel/wxcancel/wxpay"
 )
 
 func main() {
@@ -330,7 +331,7 @@ func buildService(ctx context.Context, tmp string) (string, error) {
 	// The service signs as the floor is measured: with this program's
 	// signer.
 	args := []string{"build", "-o", bin}
-	if opensslSigner() {
+	if wxpay.OpenSSLSigner {
 		args = append(args, "-tags", "openssl")
 	}
 	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/wxcancel")...)

@@ -1,5 +1,0 @@
-//go:build !openssl
-
-package wxpay
-
-const opensslBuild = false
