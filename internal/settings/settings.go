@@ -192,8 +192,8 @@ func (s Settings) Validate() error {
 	case s.PublicKeyID == "" && s.PublicKeyFile != "":
 		add("WXPAY_PUBLIC_KEY_ID: required with WXPAY_PUBLIC_KEY_FILE")
 	}
-	if s.PublicKeyID != "" && !strings.HasPrefix(s.PublicKeyID, "PUB_KEY_ID_") {
-		add("WXPAY_PUBLIC_KEY_ID: %q must start with PUB_KEY_ID_", s.PublicKeyID)
+	if s.PublicKeyID != "" && !strings.HasPrefix(s.PublicKeyID, wxpay.PublicKeyIDPrefix) {
+		add("WXPAY_PUBLIC_KEY_ID: %q must start with %s", s.PublicKeyID, wxpay.PublicKeyIDPrefix)
 	}
 	if err := wxpay.CheckBaseURL(s.BaseURL); err != nil {
 		add("WXPAY_BASE_URL: %v", err)
