@@ -6,14 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/wxcancel/wxcancel/internal/childproc"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
@@ -21,11 +19,6 @@ import (
 // benchChildEnv marks a process started by the benchmark in a child mode, so
 // that a test binary re-executed as a child knows to run it.
 const benchChildEnv = "WXCANCEL_BENCH_CHILD"
-
-// natsReady is what the nats child prints on stdout once it serves.
-type natsReady struct {
-	URL string `json:"url"`
-}
 
 // simReady is what the sim child prints on stdout once it serves.
 type simReady struct {
@@ -57,13 +50,8 @@ func runChild(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := childproc.ChildContext()
 	defer stop()
-	go func() {
-		// The benchmark holds our stdin: EOF means it is gone or done.
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		stop()
-	}()
 	var err error
 	switch *mode {
 	case "nats":
@@ -90,12 +78,7 @@ func childNATS(ctx context.Context, store string) error {
 	if err != nil {
 		return err
 	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	if err := json.NewEncoder(os.Stdout).Encode(natsReady{URL: ns.ClientURL()}); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return nil
+	return childproc.ServeNATS(ctx, ns)
 }
 
 // confirmationAnswers returns the simulator's answers to the confirm-cancel

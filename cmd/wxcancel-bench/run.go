@@ -526,8 +526,8 @@ func waitSettled(ctx context.Context, js jetstream.JetStream, limit time.Duratio
 }
 
 // startNATS starts the nats-server child, storing under dir.
-func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*childproc.Proc, natsReady, error) {
-	var nr natsReady
+func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*childproc.Proc, childproc.NATSReady, error) {
+	var nr childproc.NATSReady
 	p, line, err := childproc.Start(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
 		env, filepath.Join(dir, "nats.log"), true, 30*time.Second)
 	if err != nil {

@@ -1,6 +1,7 @@
 // Package childproc starts, stops and kills the processes of wxcancel's
 // benchmark and chaos programs (nats-server, the simulator, the service)
-// and makes sure none outlives its parent.
+// and makes sure none outlives its parent; and, on the child's side, runs
+// the programs' nats-server child mode.
 package childproc
 
 import (
