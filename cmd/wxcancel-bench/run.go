@@ -178,77 +178,35 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		}
 	}
 	defer step("done")
-	dir := filepath.Join(b.tmp, spec.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return res, err
-	}
-	base := childEnv()
-	// nats-server and the simulator get one core's worth of threads.
-	kidEnv := append(slices.Clone(base), "GOMAXPROCS=1", benchChildEnv+"=1")
-
-	natsProc, nr, err := b.startNATS(ctx, dir, kidEnv)
-	if err != nil {
-		return res, err
-	}
-	defer natsProc.Stop(10 * time.Second)
-	step("nats-server started")
-
 	n := spec.Commands
 	if spec.Open {
 		n = int(spec.Rate * spec.Duration.Seconds())
 		res.OfferedRate = spec.Rate
 	}
-	simProc, line, err := childproc.Start(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys"),
-		"-latency", spec.Latency.String(), "-faults", spec.Faults, "-presign", strconv.Itoa(n), "-pool", strconv.Itoa(b.pool)},
-		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
-	if err != nil {
-		return res, err
-	}
-	defer simProc.Stop(5 * time.Second)
-	step("simulator started")
-	var sr simReady
-	if err := json.Unmarshal([]byte(line), &sr); err != nil {
-		return res, fmt.Errorf("sim child: %q: %w", line, err)
-	}
-
-	opsAddr, err := childproc.FreeAddr()
-	if err != nil {
-		return res, err
-	}
-	env := append(slices.Clone(base), sr.Keys.Env()...) // GOMAXPROCS unset: the service uses every core
-	env = append(env,
-		"NATS_URL="+nr.URL,
-		"WXPAY_BASE_URL="+sr.BaseURL,
-		"WXPAY_BACKUP_BASE_URL=-",
-		"WXCANCEL_CONCURRENCY="+strconv.Itoa(spec.Concurrency),
-		"WXCANCEL_HTTP_ADDR="+opsAddr,
-		"WXCANCEL_LOG_LEVEL="+b.logLevel,
-	)
+	svcEnv := []string{"WXCANCEL_CONCURRENCY=" + strconv.Itoa(spec.Concurrency)}
 	if spec.Profile {
-		env = append(env, "WXCANCEL_PPROF=1")
+		svcEnv = append(svcEnv, "WXCANCEL_PPROF=1")
 	}
-	env = append(env, spec.Env...)
-	env = append(env, b.serviceEnv...)
-	svcLog := filepath.Join(dir, "service.log")
-	svc, _, err := childproc.Start(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
+	dir := filepath.Join(b.tmp, spec.Name)
+	st, err := b.startStack(ctx, dir,
+		[]string{"-latency", spec.Latency.String(), "-faults", spec.Faults, "-presign", strconv.Itoa(n), "-pool", strconv.Itoa(b.pool)},
+		append(svcEnv, spec.Env...), step)
 	if err != nil {
 		return res, err
 	}
+	defer st.stop()
+	natsProc, simProc, svc, opsAddr := st.nats, st.sim, st.svc, st.opsAddr
 	stopped := false
 	defer func() {
 		if !stopped {
 			_ = svc.Stop(30 * time.Second)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, childproc.Tail(svcLog, 8))
+			err = fmt.Errorf("%w\n  service log %s:%s", err, st.svcLog, childproc.Tail(st.svcLog, 8))
 		}
 	}()
-	if err := svc.AwaitOK(ctx, "http://"+opsAddr+"/readyz", 60*time.Second); err != nil {
-		return res, err
-	}
-	step("service ready")
 
-	nc, err := nats.Connect(nr.URL, nats.Name("wxcancel-bench"))
+	nc, err := nats.Connect(st.natsURL, nats.Name("wxcancel-bench"))
 	if err != nil {
 		return res, err
 	}
@@ -275,7 +233,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 		return res, err
 	}
 	sampler, _, err := childproc.Start(ctx, "floor sampler", b.self, []string{"-child=floor", "-every", "500ms"},
-		kidEnv, filepath.Join(dir, "floor.log"), true, 30*time.Second)
+		kidEnv(), filepath.Join(dir, "floor.log"), true, 30*time.Second)
 	if err != nil {
 		return res, err
 	}
@@ -526,6 +484,77 @@ func waitSettled(ctx context.Context, js jetstream.JetStream, limit time.Duratio
 }
 
 // startNATS starts the nats-server child, storing under dir.
+// stack is the processes of one run: nats-server and the simulator, child
+// modes of this program with one core's worth of threads each, and the
+// service, with every core.
+type stack struct {
+	nats, sim, svc *childproc.Proc
+	natsURL        string
+	opsAddr        string // the service's /metrics, /readyz
+	svcLog         string
+}
+
+// startStack starts a run's stack in dir: the simulator with simArgs added
+// to its child mode's, the service with env (and -service-env) added to
+// what connects it to the other two. It returns once the service is ready;
+// on an error it stops what it started. The caller stops the service (its
+// exit matters to the run), then calls stop.
+func (b *bench) startStack(ctx context.Context, dir string, simArgs, env []string, step func(string)) (_ *stack, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	st := &stack{svcLog: filepath.Join(dir, "service.log")}
+	defer func() {
+		if err != nil {
+			_ = st.svc.Stop(30 * time.Second)
+			st.stop()
+		}
+	}()
+	var nr childproc.NATSReady
+	if st.nats, nr, err = b.startNATS(ctx, dir, kidEnv()); err != nil {
+		return nil, err
+	}
+	st.natsURL = nr.URL
+	step("nats-server started")
+	var line string
+	st.sim, line, err = childproc.Start(ctx, "simulator", b.self, append([]string{"-child=sim", "-dir", filepath.Join(dir, "keys")}, simArgs...),
+		kidEnv(), filepath.Join(dir, "sim.log"), true, 60*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	step("simulator started")
+	var sr simReady
+	if err := json.Unmarshal([]byte(line), &sr); err != nil {
+		return nil, fmt.Errorf("sim child: %q: %w", line, err)
+	}
+	if st.opsAddr, err = childproc.FreeAddr(); err != nil {
+		return nil, err
+	}
+	svcEnv := append(childEnv(), sr.Keys.Env()...) // GOMAXPROCS unset: the service uses every core
+	svcEnv = append(svcEnv, "NATS_URL="+st.natsURL, "WXPAY_BASE_URL="+sr.BaseURL, "WXPAY_BACKUP_BASE_URL=-",
+		"WXCANCEL_HTTP_ADDR="+st.opsAddr, "WXCANCEL_LOG_LEVEL="+b.logLevel)
+	svcEnv = append(append(svcEnv, env...), b.serviceEnv...)
+	if st.svc, _, err = childproc.Start(ctx, "service", b.serviceBin, []string{"serve"}, svcEnv, st.svcLog, false, 0); err != nil {
+		return nil, err
+	}
+	if err := st.svc.AwaitOK(ctx, "http://"+st.opsAddr+"/readyz", 60*time.Second); err != nil {
+		return nil, fmt.Errorf("%w\n  service log %s:%s", err, st.svcLog, childproc.Tail(st.svcLog, 8))
+	}
+	step("service ready")
+	return st, nil
+}
+
+// kidEnv is the environment of this program's child modes: one core's
+// worth of threads each.
+func kidEnv() []string { return childEnv("GOMAXPROCS=1", benchChildEnv+"=1") }
+
+// stop stops the simulator and nats-server (Stop of a nil proc does
+// nothing).
+func (st *stack) stop() {
+	_ = st.sim.Stop(5 * time.Second)
+	_ = st.nats.Stop(10 * time.Second)
+}
+
 func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*childproc.Proc, childproc.NATSReady, error) {
 	var nr childproc.NATSReady
 	p, line, err := childproc.Start(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},

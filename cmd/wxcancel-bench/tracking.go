@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,54 +61,23 @@ type trackingSpec struct {
 func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res TrackingRun, err error) {
 	tracked, rate := spec.tracked, spec.rate
 	res = TrackingRun{Name: runTracking, Tracked: tracked, ConfiguredRate: rate}
-	dir := filepath.Join(b.tmp, runTracking)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return res, err
-	}
-	base := childEnv()
-	kidEnv := append(slices.Clone(base), "GOMAXPROCS=1", benchChildEnv+"=1")
-	natsProc, nr, err := b.startNATS(ctx, dir, kidEnv)
+	st, err := b.startStack(ctx, filepath.Join(b.tmp, runTracking), nil,
+		[]string{"WXCANCEL_TRACK_INTERVAL=1h", "WXCANCEL_TRACK_RATE=" + strconv.FormatFloat(rate, 'f', -1, 64)}, func(string) {})
 	if err != nil {
 		return res, err
 	}
-	defer natsProc.Stop(10 * time.Second)
-	simProc, line, err := childproc.Start(ctx, "simulator", b.self, []string{"-child=sim", "-dir", filepath.Join(dir, "keys")},
-		kidEnv, filepath.Join(dir, "sim.log"), true, 60*time.Second)
-	if err != nil {
-		return res, err
-	}
-	defer simProc.Stop(5 * time.Second)
-	var sr simReady
-	if err := json.Unmarshal([]byte(line), &sr); err != nil {
-		return res, fmt.Errorf("sim child: %q: %w", line, err)
-	}
-	opsAddr, err := childproc.FreeAddr()
-	if err != nil {
-		return res, err
-	}
-	env := append(slices.Clone(base), sr.Keys.Env()...)
-	env = append(env, "NATS_URL="+nr.URL, "WXPAY_BASE_URL="+sr.BaseURL, "WXPAY_BACKUP_BASE_URL=-",
-		"WXCANCEL_HTTP_ADDR="+opsAddr, "WXCANCEL_LOG_LEVEL="+b.logLevel,
-		"WXCANCEL_TRACK_INTERVAL=1h", "WXCANCEL_TRACK_RATE="+strconv.FormatFloat(rate, 'f', -1, 64))
-	env = append(env, b.serviceEnv...)
-	svcLog := filepath.Join(dir, "service.log")
-	svc, _, err := childproc.Start(ctx, "service", b.serviceBin, []string{"serve"}, env, svcLog, false, 0)
-	if err != nil {
-		return res, err
-	}
+	defer st.stop()
+	svc, opsAddr := st.svc, st.opsAddr
 	defer func() {
 		if serr := svc.Stop(30 * time.Second); serr != nil && err == nil {
 			err = fmt.Errorf("the service did not shut down cleanly: %w", serr)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w\n  service log %s:%s", err, svcLog, childproc.Tail(svcLog, 8))
+			err = fmt.Errorf("%w\n  service log %s:%s", err, st.svcLog, childproc.Tail(st.svcLog, 8))
 			res.Error = err.Error()
 		}
 	}()
-	if err := svc.AwaitOK(ctx, "http://"+opsAddr+"/readyz", 60*time.Second); err != nil {
-		return res, err
-	}
-	nc, err := nats.Connect(nr.URL, nats.Name("wxcancel-bench"))
+	nc, err := nats.Connect(st.natsURL, nats.Name("wxcancel-bench"))
 	if err != nil {
 		return res, err
 	}
