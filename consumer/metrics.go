@@ -160,10 +160,8 @@ func (m *Metrics) since(step string, start time.Time) {
 
 // metricType bounds the type label to the known command types.
 func metricType(t string) string {
-	for _, k := range schemas.Types() {
-		if string(k) == t {
-			return t
-		}
+	if schemas.Type(t).Known() {
+		return t
 	}
 	return "unknown"
 }
