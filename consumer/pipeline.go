@@ -257,13 +257,14 @@ func (s *Service) execute(ctx context.Context, d *delivery, f found, act action)
 func (s *Service) commit(ctx context.Context, d *delivery, rec *record, rev uint64, ex *execution, act action) settlement {
 	switch act.step {
 	case stepRepublish:
-		if act.publish {
+		publish := act.publish && !s.storedLong(ctx, d, rec)
+		if publish {
 			d.log.Info("outcome already recorded; publishing it again", "outcome", rec.Outcome)
 		} else {
 			d.log.Info("outcome already recorded; not executing again", "outcome", rec.Outcome)
 		}
 		s.metrics.Duplicates.WithLabelValues(metricType(d.ctype)).Inc()
-		return s.publishRecorded(ctx, d, rec, act.publish)
+		return s.publishRecorded(ctx, d, rec, publish)
 	case stepConclude:
 		return s.conclude(ctx, d, rec, rev, *ex)
 	case stepDeadLetter:
@@ -338,7 +339,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		}
 		return s.infraRetry(d, jsOutcomeWrite, err)
 	}
-	rec.written = time.Time{} // written now, by this delivery: nothing to look up (storedLong)
+	rec.written = time.Time{} // written now, by this delivery: its observations are current
 	s.metrics.Commands.WithLabelValues(metricType(d.ctype), string(ex.outcome)).Inc()
 	logOutcome(d, ex, rec.Attempts)
 	return s.publishRecorded(ctx, d, rec, true)
@@ -361,9 +362,6 @@ func (s *Service) conflict(ctx context.Context, d *delivery) settlement {
 // recorded event when publish is set, then settles: Ack, or Term for a
 // dead-lettered command.
 func (s *Service) publishRecorded(ctx context.Context, d *delivery, rec *record, publish bool) settlement {
-	if publish && s.storedLong(ctx, d, rec) {
-		publish = false
-	}
 	if publish {
 		// From a record written by an earlier delivery, the observations
 		// are older than what was recorded since.
