@@ -329,36 +329,45 @@ func (e event) result() map[string]any {
 }
 
 // events returns every event stored in the events stream, each checked as
-// a CloudEvent against the project's schemas.
+// a CloudEvent against the project's schemas. A read that fails (a test
+// restarting nats-server, JetStream not back yet) is made again.
 func (h *harness) events() []event {
+	h.t.Helper()
+	var out []event
+	poll.Until(h.t, time.Minute, "the events stream to be read", func() (err error) {
+		out, err = h.readEvents()
+		return err
+	})
+	return out
+}
+
+// readEvents reads the events stream once.
+func (h *harness) readEvents() ([]event, error) {
 	h.t.Helper()
 	ctx := h.t.Context()
 	s, err := h.js.Stream(ctx, "WXPAY_EVENTS")
 	if err != nil {
-		h.t.Fatal(err)
+		return nil, err
 	}
 	info, err := s.Info(ctx)
-	if err != nil {
-		h.t.Fatal(err)
+	if err != nil || info.State.Msgs == 0 {
+		return nil, err
 	}
 	var out []event
-	if info.State.Msgs == 0 {
-		return nil
-	}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
 		if err != nil {
-			h.t.Fatal(err)
+			return nil, err
 		}
 		if strings.HasPrefix(m.Subject, probeSubject) {
 			continue
 		}
 		out = append(out, h.check(m))
 	}
-	return out
+	return out, nil
 }
 
 func (h *harness) check(m *jetstream.RawStreamMsg) event {
