@@ -203,6 +203,7 @@ type instance struct {
 	svc     *consumer.Service
 	nc      *nats.Conn
 	metrics *consumer.Metrics // its own, on a registry of its own
+	reg     *prometheus.Registry
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when Run returned
 }
@@ -241,13 +242,14 @@ func (h *harness) start(name string) *instance {
 	}
 	nc, js := h.connect(name)
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
-	metrics := consumer.NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	metrics := consumer.NewMetrics(reg)
 	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics, Clock: h.clock})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{svc: svc, nc: nc, metrics: metrics, cancel: cancel, done: make(chan struct{})}
+	in := &instance{svc: svc, nc: nc, metrics: metrics, reg: reg, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(in.done)
 		svc.Run(ctx)

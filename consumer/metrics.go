@@ -1,12 +1,15 @@
 package consumer
 
 import (
+	"context"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxcancel/wxcancel/schemas"
+	"github.com/wxcancel/wxcancel/wxpay"
 )
 
 // Metrics are the service's Prometheus metrics. Label values are bounded:
@@ -69,6 +72,10 @@ type Metrics struct {
 	TrackPolls *prometheus.CounterVec
 	// TrackEnded counts the trackings this instance ended, by reason.
 	TrackEnded *prometheus.CounterVec
+
+	// service is the Service these metrics are of, for the values read
+	// when scraped (see serviceCollector); nil until New.
+	service atomic.Pointer[Service]
 }
 
 // JetStream steps observed by Metrics.JetStreamDuration.
@@ -140,12 +147,100 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wxcancel_track_ended_total", Help: "Trackings ended, by reason (final, not_found, untracked, expired).",
 		}, []string{"reason"}),
 	}
+	m.initLabels()
 	if reg != nil {
 		reg.MustRegister(m.Commands, m.Requests, m.RequestDuration, m.Retries, m.SignatureFailures,
 			m.InFlight, m.Redeliveries, m.DeadLetters, m.Reconciliations, m.JetStreamDuration,
-			m.JetStreamFailures, m.Duplicates, m.ClaimWaits, m.EventLookups, m.TrackedResources, m.TrackPolls, m.TrackEnded)
+			m.JetStreamFailures, m.Duplicates, m.ClaimWaits, m.EventLookups, m.TrackedResources, m.TrackPolls, m.TrackEnded,
+			serviceCollector{m})
 	}
 	return m
+}
+
+// initLabels creates the series of every label value known in advance, at
+// zero, so that each family is in /metrics from the start and a rate over
+// a series' first increase is not lost. Statuses, verdicts and resources
+// seen only in answers appear when they first happen.
+func (m *Metrics) initLabels() {
+	for _, t := range schemas.Types() {
+		for _, o := range []schemas.Outcome{schemas.Succeeded, schemas.Failed, schemas.Rejected} {
+			m.Commands.WithLabelValues(string(t), string(o))
+		}
+		for _, v := range []*prometheus.CounterVec{m.Redeliveries, m.DeadLetters, m.Duplicates, m.ClaimWaits} {
+			v.WithLabelValues(string(t))
+		}
+		if e := commands[t].endpoint; e != "" {
+			m.RequestDuration.WithLabelValues(e)
+			m.Retries.WithLabelValues(e)
+		}
+	}
+	for _, r := range []wxpay.SignatureReason{wxpay.SignatureMissing, wxpay.SignatureMalformed, wxpay.SignatureUnknownSerial,
+		wxpay.SignatureExpired, wxpay.SignatureProbe, wxpay.SignatureMismatch, wxpay.SignatureCertificateExpired} {
+		m.SignatureFailures.WithLabelValues(string(r))
+	}
+	for _, step := range []string{jsOutcomeRead, jsStatus, jsOutcomeWrite, jsEventPublish} {
+		m.JetStreamDuration.WithLabelValues(step)
+	}
+	for _, step := range []string{jsOutcomeRead, jsStatus, jsOutcomeWrite, jsEventPublish, jsDeadLetter, jsSettle, jsTracking} {
+		m.JetStreamFailures.WithLabelValues(step)
+	}
+	for _, r := range []string{"found", "not_found", "failed"} {
+		m.EventLookups.WithLabelValues(r)
+	}
+	for _, r := range []schemas.Resource{schemas.ResourceCancelWithdraw, schemas.ResourceCancelApplication} {
+		for _, res := range []string{"changed", "unchanged", "not_found", "failed"} {
+			m.TrackPolls.WithLabelValues(string(r), res)
+		}
+	}
+	for _, r := range schemas.EndReasons() {
+		m.TrackEnded.WithLabelValues(string(r))
+	}
+}
+
+// Metrics read from the service when scraped.
+var (
+	readyDesc = prometheus.NewDesc("wxcancel_ready",
+		"1 when this instance is consuming commands and connected to NATS (its /readyz answer), else 0.", nil, nil)
+	pendingDesc = prometheus.NewDesc("wxcancel_consumer_pending_messages",
+		"Commands stored in the commands stream and not yet delivered: the shared durable consumer's lag (every instance reports the same).", nil, nil)
+	ackPendingDesc = prometheus.NewDesc("wxcancel_consumer_ack_pending_messages",
+		"Commands delivered by the shared durable consumer and not yet acknowledged, by any instance (every instance reports the same).", nil, nil)
+)
+
+// consumerInfoTimeout bounds the consumer info request of a scrape.
+const consumerInfoTimeout = 2 * time.Second
+
+// serviceCollector reports the service's readiness and the durable
+// consumer's counts, read when scraped: the counts cost one request to
+// JetStream per scrape, and are left out when it does not answer within
+// consumerInfoTimeout (the instance is then not ready either).
+type serviceCollector struct{ m *Metrics }
+
+func (c serviceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readyDesc
+	ch <- pendingDesc
+	ch <- ackPendingDesc
+}
+
+func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.m.service.Load()
+	ready := 0.0
+	if s != nil && s.Ready() && s.js.Conn().IsConnected() {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready)
+	if s == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), consumerInfoTimeout)
+	defer cancel()
+	info, err := s.consumer.Info(ctx)
+	if err != nil {
+		s.log.Debug("metrics: reading the consumer's counts failed", "err", err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(info.NumPending))
+	ch <- prometheus.MustNewConstMetric(ackPendingDesc, prometheus.GaugeValue, float64(info.NumAckPending))
 }
 
 // observe observes d under step.

@@ -42,11 +42,13 @@ type Service struct {
 	tracker *publisher.StatusTracker
 	records records
 	workers *workers
-	tracks  *tracks // nil when tracking is off
-	poller  *poller // nil when tracking is off
-	log     *slog.Logger
-	metrics *Metrics
-	clock   func() time.Time
+	// consumer is the shared durable consumer, for its counts in metrics.
+	consumer jetstream.Consumer
+	tracks   *tracks // nil when tracking is off
+	poller   *poller // nil when tracking is off
+	log      *slog.Logger
+	metrics  *Metrics
+	clock    func() time.Time
 	// claimFor is how long a delivery's claim on executing its command
 	// holds (see record.Running): its two WeChat Pay calls at most (the
 	// request and the query that reconciles it) and a margin for the clocks
@@ -63,7 +65,9 @@ type Options struct {
 	Client *wxpay.Client
 	// Logger receives structured logs; slog.Default() when nil.
 	Logger *slog.Logger
-	// Metrics records Prometheus metrics; a private registry when nil.
+	// Metrics records Prometheus metrics; a private registry when nil. A
+	// Metrics is of one Service: the readiness and consumer counts it
+	// reports when scraped are those of the last Service created with it.
 	Metrics *Metrics
 	// Clock is the time source of events, of the age of records and of
 	// the tracking cadence; time.Now when nil.
@@ -108,6 +112,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 		return nil, err
 	}
 	s.tracker = s.pub.StatusTracker(h.Status, h.Events)
+	s.consumer = h.Consumer
 	s.workers = newWorkers(h.Consumer, cfg.Concurrency, s.handle, s.log, s.metrics.InFlight)
 	if cfg.Track {
 		r := o.Rand
@@ -117,6 +122,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 		s.tracks = newTracks(h.Tracking, s.pub, h.Events, cfg, s.clock, r, s.log, s.metrics)
 		s.poller = newPoller(s, s.tracks, h.Lease)
 	}
+	s.metrics.service.Store(s)
 	return s, nil
 }
 

@@ -1,0 +1,84 @@
+package consumer_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
+)
+
+// gauges gathers reg and returns the value of every unlabelled gauge.
+func gauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if ms := mf.GetMetric(); len(ms) == 1 && len(ms[0].GetLabel()) == 0 && ms[0].Gauge != nil {
+			out[mf.GetName()] = ms[0].GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// families are the names of the families reg has series of.
+func families(t *testing.T, reg *prometheus.Registry) map[string]bool {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = len(mf.GetMetric()) > 0
+	}
+	return out
+}
+
+// The metrics an operator alerts on are there before anything happened,
+// and the lag and readiness read when scraped follow the consumer: commands
+// sent while no instance consumes are pending, then consumed.
+func TestMetricsReportLagAndReadiness(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	a := h.start("a")
+	h.eventually("instance a ready", a.svc.Ready)
+
+	fams := families(t, a.reg)
+	for _, name := range []string{"wxcancel_commands_total", "wxcancel_dead_letters_total", "wxcancel_redeliveries_total",
+		"wxcancel_wxpay_signature_failures_total", "wxcancel_wxpay_retries_total", "wxcancel_wxpay_request_duration_seconds",
+		"wxcancel_jetstream_failures_total", "wxcancel_jetstream_duration_seconds", "wxcancel_track_polls_total",
+		"wxcancel_track_ended_total", "wxcancel_event_lookups_total", "wxcancel_ready",
+		"wxcancel_consumer_pending_messages", "wxcancel_consumer_ack_pending_messages"} {
+		if !fams[name] {
+			t.Errorf("%s: no series before any command", name)
+		}
+	}
+	if g := gauges(t, a.reg); g["wxcancel_ready"] != 1 || g["wxcancel_consumer_pending_messages"] != 0 {
+		t.Errorf("consuming, idle: ready %v, pending %v; want 1, 0", g["wxcancel_ready"], g["wxcancel_consumer_pending_messages"])
+	}
+
+	a.stop(t)
+	if g := gauges(t, a.reg); g["wxcancel_ready"] != 0 {
+		t.Errorf("stopped: ready %v, want 0", g["wxcancel_ready"])
+	}
+	const n = 5
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("lag-%d", i)
+		h.send("validate-cancel", ids[i], map[string]any{"sub_mchid": fmt.Sprintf("19000000%02d", i)})
+	}
+	if g := gauges(t, a.reg); g["wxcancel_consumer_pending_messages"] != n {
+		t.Errorf("%d commands sent while no instance consumes: pending %v", n, g["wxcancel_consumer_pending_messages"])
+	}
+
+	b := h.start("b")
+	h.waitSucceeded(ids...)
+	h.eventually("the consumer's counts back at zero", func() bool {
+		g := gauges(t, b.reg)
+		return g["wxcancel_consumer_pending_messages"] == 0 && g["wxcancel_consumer_ack_pending_messages"] == 0 && g["wxcancel_ready"] == 1
+	})
+}
