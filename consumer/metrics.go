@@ -157,10 +157,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// verdicts are the verdicts of a reconciliation (Service.reconciled).
+var verdicts = []string{"took_effect", "not_taken", "refused", "unproven", "unknown"}
+
 // initLabels creates the series of every label value known in advance, at
 // zero, so that each family is in /metrics from the start and a rate over
-// a series' first increase is not lost. Statuses, verdicts and resources
-// seen only in answers appear when they first happen.
+// a series' first increase is not lost (WeChat Pay's answers: status 200
+// only; the others appear when they first happen).
 func (m *Metrics) initLabels() {
 	for _, t := range schemas.Types() {
 		for _, o := range []schemas.Outcome{schemas.Succeeded, schemas.Failed, schemas.Rejected} {
@@ -170,8 +173,23 @@ func (m *Metrics) initLabels() {
 			v.WithLabelValues(string(t))
 		}
 		if e := commands[t].endpoint; e != "" {
+			m.Requests.WithLabelValues(e, "200")
 			m.RequestDuration.WithLabelValues(e)
 			m.Retries.WithLabelValues(e)
+		}
+		if commands[t].reconcile != nil {
+			for _, v := range verdicts {
+				m.Reconciliations.WithLabelValues(string(t), v)
+			}
+		}
+	}
+	for _, r := range schemas.Resources() {
+		if !r.Tracked() {
+			continue
+		}
+		m.TrackedResources.WithLabelValues(string(r))
+		for _, res := range []string{"changed", "unchanged", "not_found", "failed"} {
+			m.TrackPolls.WithLabelValues(string(r), res)
 		}
 	}
 	for _, r := range []wxpay.SignatureReason{wxpay.SignatureMissing, wxpay.SignatureMalformed, wxpay.SignatureUnknownSerial,
@@ -186,11 +204,6 @@ func (m *Metrics) initLabels() {
 	}
 	for _, r := range []string{"found", "not_found", "failed"} {
 		m.EventLookups.WithLabelValues(r)
-	}
-	for _, r := range []schemas.Resource{schemas.ResourceCancelWithdraw, schemas.ResourceCancelApplication} {
-		for _, res := range []string{"changed", "unchanged", "not_found", "failed"} {
-			m.TrackPolls.WithLabelValues(string(r), res)
-		}
 	}
 	for _, r := range schemas.EndReasons() {
 		m.TrackEnded.WithLabelValues(string(r))

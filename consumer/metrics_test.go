@@ -51,7 +51,8 @@ func TestMetricsReportLagAndReadiness(t *testing.T) {
 	for _, name := range []string{"wxcancel_commands_total", "wxcancel_dead_letters_total", "wxcancel_redeliveries_total",
 		"wxcancel_wxpay_signature_failures_total", "wxcancel_wxpay_retries_total", "wxcancel_wxpay_request_duration_seconds",
 		"wxcancel_jetstream_failures_total", "wxcancel_jetstream_duration_seconds", "wxcancel_track_polls_total",
-		"wxcancel_track_ended_total", "wxcancel_event_lookups_total", "wxcancel_ready",
+		"wxcancel_track_ended_total", "wxcancel_event_lookups_total", "wxcancel_ready", "wxcancel_wxpay_requests_total",
+		"wxcancel_reconciliations_total", "wxcancel_tracked_resources",
 		"wxcancel_consumer_pending_messages", "wxcancel_consumer_ack_pending_messages"} {
 		if !fams[name] {
 			t.Errorf("%s: no series before any command", name)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,8 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxcancel/wxcancel/consumer"
-	"github.com/wxcancel/wxcancel/internal/embeddednats"
 	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -28,51 +25,6 @@ func cli(t *testing.T, env map[string]string, args ...string) (int, string, stri
 	var stdout, stderr syncBuffer
 	code := run(t.Context(), &app{stdout: &stdout, stderr: &stderr, getenv: envFunc(env)}, args)
 	return code, stdout.String(), stderr.String()
-}
-
-// startServe runs serve against an embedded NATS server and the simulator
-// until the test ends; it returns the simulator and the environment of a
-// client (NATS_URL).
-func startServe(t *testing.T, o wxpaysim.Options, extra map[string]string) (*wxpaysim.Server, map[string]string) {
-	t.Helper()
-	ns, err := embeddednats.Start("127.0.0.1", -1, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	sim, env := simEnv(t, o)
-	env["NATS_URL"] = ns.ClientURL()
-	env["WXCANCEL_HTTP_ADDR"] = "-"
-	for k, v := range extra {
-		env[k] = v
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	exit := make(chan int, 1)
-	var stderr syncBuffer
-	go func() {
-		exit <- run(ctx, &app{stdout: &syncBuffer{}, stderr: &stderr, getenv: envFunc(env)}, []string{"serve"})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if c := <-exit; c != exitOK {
-			t.Errorf("serve exited %d:\n%s", c, stderr.String())
-		}
-	})
-	// Ready once the consumer exists.
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	poll.Until(t, 30*time.Second, "serve to provision", func() error {
-		_, err := js.Consumer(t.Context(), "WXPAY_COMMANDS", consumer.NewTopology(consumer.DefaultConfig()).Consumer.Durable)
-		if err != nil {
-			return fmt.Errorf("%w\n%s", err, stderr.String())
-		}
-		return nil
-	})
-	return sim, map[string]string{"NATS_URL": ns.ClientURL()}
 }
 
 func TestDemo(t *testing.T) {
@@ -114,7 +66,8 @@ func TestDemo(t *testing.T) {
 }
 
 func TestSendWait(t *testing.T) {
-	sim, env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	srv := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	sim, env := srv.sim, srv.clientEnv()
 
 	code, out, errOut := cli(t, env, "send", "validate-cancel", "--data", `{"sub_mchid":"1900000109"}`, "--id", "send-1", "--wait", "--timeout", "30s")
 	if code != exitOK || !strings.Contains(out, `"type": "wxpay.validate-cancel.succeeded"`) {
@@ -167,7 +120,7 @@ func TestSendWait(t *testing.T) {
 }
 
 func TestEventsSince(t *testing.T) {
-	_, env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil).clientEnv()
 	if code, out, errOut := cli(t, env, "send", "query-cancel-application", "--data", `{"out_apply_no":"OA1"}`, "--id", "ev-1", "--wait"); code != exitOK {
 		t.Fatalf("send: %d %s %s", code, out, errOut)
 	}
@@ -187,10 +140,11 @@ func TestEventsSince(t *testing.T) {
 }
 
 func TestDLQReplay(t *testing.T) {
-	sim, env := startServe(t, wxpaysim.Options{AutoCreate: true}, map[string]string{
+	srv := startServe(t, wxpaysim.Options{AutoCreate: true}, map[string]string{
 		"WXCANCEL_MAX_DELIVER": "2", "WXCANCEL_REDELIVERY_DELAY": "10ms",
 		"WXPAY_RETRY_INITIAL_INTERVAL": "5ms", "WXPAY_RETRY_MAX_INTERVAL": "10ms", "WXPAY_RETRY_MAX_ELAPSED": "50ms",
 	})
+	sim, env := srv.sim, srv.clientEnv()
 	if err := sim.SetFaults(wxpaysim.Fault{Kind: wxpaysim.SystemError, Endpoint: wxpaysim.EndpointQueryCancelWithdraw}); err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +306,7 @@ func commandsStream(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, 
 }
 
 func TestTrackCommand(t *testing.T) {
-	_, env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil).clientEnv()
 	if code, out, errOut := cli(t, env, "track", "add", "--applyment-id", "A1"); code != exitOK || !strings.Contains(out, "WAITING_MERCHANT_CONFIRM") {
 		t.Fatalf("track add: %d %s %s", code, out, errOut)
 	}

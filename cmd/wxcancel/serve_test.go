@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -118,48 +119,100 @@ func TestServeReportsEveryConfigurationProblem(t *testing.T) {
 	}
 }
 
-// TestServe runs the serve subcommand against a NATS server and the
-// simulator: it becomes ready, executes a command, exposes metrics and
-// exits 0 on shutdown.
-func TestServe(t *testing.T) {
+// served is a serve subcommand running in-process against an embedded
+// NATS server and the simulator.
+type served struct {
+	ns     *server.Server
+	sim    *wxpaysim.Server
+	addr   string // of the ops HTTP server
+	stderr *syncBuffer
+	exit   chan int
+	cancel context.CancelFunc
+}
+
+// startServe runs serve against an embedded NATS server and a simulator
+// made with o, with extra added to their environment, until the test ends
+// (when it must exit 0), and waits for it to be ready.
+func startServe(t *testing.T, o wxpaysim.Options, extra map[string]string) *served {
+	t.Helper()
 	ns, err := embeddednats.Start("127.0.0.1", -1, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	sim, env := simEnv(t, wxpaysim.Options{AutoCreate: true})
-	addr := freeAddr(t)
-	env["NATS_URL"] = ns.ClientURL()
-	env["WXCANCEL_HTTP_ADDR"] = addr
-
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	var stdout, stderr syncBuffer
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run(ctx, &app{stdout: &stdout, stderr: &stderr, getenv: envFunc(env)}, []string{"serve"})
-	}()
-
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+	sim, senv := simEnv(t, o)
+	s := &served{ns: ns, sim: sim, addr: freeAddr(t), stderr: &syncBuffer{}, exit: make(chan int, 1)}
+	senv["NATS_URL"] = ns.ClientURL()
+	senv["WXCANCEL_HTTP_ADDR"] = s.addr
+	for k, v := range extra {
+		senv[k] = v
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() {
+		s.exit <- run(ctx, &app{stdout: &syncBuffer{}, stderr: s.stderr, getenv: envFunc(senv)}, []string{"serve"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case c := <-s.exit:
+			if c != exitOK {
+				t.Errorf("serve exited %d:\n%s", c, s.stderr.String())
+			}
+		case <-time.After(40 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
 	poll.Until(t, 30*time.Second, "/readyz to answer 200", func() error {
 		select {
-		case c := <-exit:
-			t.Fatalf("serve exited %d before it was ready:\n%s", c, stderr.String())
+		case c := <-s.exit:
+			t.Fatalf("serve exited %d before it was ready:\n%s", c, s.stderr.String())
 		default:
 		}
-		if code, body := get("/readyz"); code != http.StatusOK {
-			return fmt.Errorf("%d %s\n%s", code, body, stderr.String())
+		if code, body := s.get("/readyz"); code != http.StatusOK {
+			return fmt.Errorf("%d %s\n%s", code, body, s.stderr.String())
 		}
 		return nil
 	})
+	return s
+}
+
+// clientEnv is the environment of a client of the served NATS server.
+func (s *served) clientEnv() map[string]string {
+	return map[string]string{"NATS_URL": s.ns.ClientURL()}
+}
+
+// get requests path from the ops HTTP server.
+func (s *served) get(path string) (int, string) {
+	resp, err := http.Get("http://" + s.addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// stop shuts serve down, as SIGTERM does, and returns its exit code.
+func (s *served) stop(t *testing.T) int {
+	t.Helper()
+	s.cancel()
+	select {
+	case c := <-s.exit:
+		s.exit <- c // for the cleanup
+		return c
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	return -1
+}
+
+// TestServe runs the serve subcommand against a NATS server and the
+// simulator: it becomes ready, executes a command, exposes metrics and
+// exits 0 on shutdown.
+func TestServe(t *testing.T) {
+	s := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	ns, sim, get, stderr := s.ns, s.sim, s.get, s.stderr
 	if code, body := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d %s", code, body)
 	}
@@ -221,14 +274,8 @@ func TestServe(t *testing.T) {
 		return nil
 	})
 
-	cancel()
-	select {
-	case c := <-exit:
-		if c != exitOK {
-			t.Errorf("serve exited %d after SIGTERM-like shutdown:\n%s", c, stderr.String())
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("serve did not stop")
+	if c := s.stop(t); c != exitOK {
+		t.Errorf("serve exited %d after SIGTERM-like shutdown:\n%s", c, stderr.String())
 	}
 	logs := stderr.String()
 	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
