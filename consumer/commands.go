@@ -364,7 +364,7 @@ func (s *Service) untrack(ctx context.Context, d *delivery, _ *record, c *schema
 		return trackingOff()
 	}
 	resource, key := c.Target()
-	was, err := s.tracks.untrack(ctx, resource, key, d.traceparent)
+	was, err := s.tracks.untrack(ctx, resource, key)
 	if err != nil {
 		return execution{jetstream: err}
 	}

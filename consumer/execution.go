@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -87,13 +89,16 @@ func rejected(msg string, vs ...schemas.Violation) execution {
 // attempts are counted and logged, it waits out its retry backoffs without
 // holding a worker's place, and its requests wait at d's send gate, if any.
 func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
-	return []wxpay.CallOption{wxpay.WithRetryWait(d.slot.waitOut), wxpay.WithSendGate(d.gate), s.countAttempts(d.log, endpoint)}
+	parent := trace.ContextWithSpan(context.Background(), d.span)
+	return []wxpay.CallOption{wxpay.WithRetryWait(d.slot.waitOut), wxpay.WithSendGate(d.gate), s.countAttempts(parent, d.log, endpoint)}
 }
 
-// countAttempts counts every attempt of a call to endpoint in metrics and
-// logs the retries (every attempt at debug level) to log.
-func (s *Service) countAttempts(log *slog.Logger, endpoint string) wxpay.CallOption {
+// countAttempts counts every attempt of a call to endpoint in metrics,
+// traces it as a span under parent's and logs the retries (every attempt at
+// debug level) to log.
+func (s *Service) countAttempts(parent context.Context, log *slog.Logger, endpoint string) wxpay.CallOption {
 	return wxpay.WithAttemptHook(func(a wxpay.Attempt) {
+		s.attemptSpan(parent, endpoint, a)
 		s.metrics.Requests.WithLabelValues(endpoint, statusLabel(a.StatusCode)).Inc()
 		s.metrics.RequestDuration.WithLabelValues(endpoint).Observe(a.Duration.Seconds())
 		if a.Retry {

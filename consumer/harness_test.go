@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
@@ -69,10 +70,12 @@ type harness struct {
 	retry    wxpay.RetryPolicy // the instances' in-process retries
 	attempt  time.Duration     // the instances' attempt timeout
 	clock    func() time.Time  // the instances' clock; nil: time.Now
-	nc       *nats.Conn        // the test's own connection (sender and observer)
-	js       jetstream.JetStream
-	logs     *logSink
-	probes   int // forget's probes so far
+	// tracerProvider makes the instances' spans; nil: none.
+	tracerProvider trace.TracerProvider
+	nc             *nats.Conn // the test's own connection (sender and observer)
+	js             jetstream.JetStream
+	logs           *logSink
+	probes         int // forget's probes so far
 }
 
 func newHarness(t *testing.T, simOpts wxpaysim.Options) *harness {
@@ -244,7 +247,8 @@ func (h *harness) start(name string) *instance {
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
 	reg := prometheus.NewRegistry()
 	metrics := consumer.NewMetrics(reg)
-	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics, Clock: h.clock})
+	svc, err := consumer.New(h.t.Context(), h.cfg, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics, Clock: h.clock,
+		TracerProvider: h.tracerProvider})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -305,6 +309,7 @@ type event struct {
 	CESubj  string // the CloudEvent's subject
 	Data    map[string]any
 	Raw     []byte
+	Header  nats.Header
 }
 
 // String is the event as stored, so that test failures show it as JSON.
@@ -387,7 +392,7 @@ func (h *harness) check(m *jetstream.RawStreamMsg) event {
 	if got := m.Header.Get(jetstream.MsgIDHeader); got != ce.ID() {
 		h.t.Errorf("event %s: Nats-Msg-Id %q", ce.ID(), got)
 	}
-	e := event{Subject: m.Subject, ID: ce.ID(), Type: ce.Type(), CESubj: ce.Subject(), Raw: m.Data}
+	e := event{Subject: m.Subject, ID: ce.ID(), Type: ce.Type(), CESubj: ce.Subject(), Raw: m.Data, Header: m.Header}
 	if err := json.Unmarshal(ce.Data(), &e.Data); err != nil {
 		h.t.Fatalf("event %s data: %v", e.ID, err)
 	}

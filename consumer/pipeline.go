@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
@@ -55,11 +57,12 @@ type delivery struct {
 	key         string // id encoded for the outcomes bucket
 	ctype       string // command type, from the subject
 	cmd         schemas.Command
-	parseErr    error    // why the body is not a valid command of ctype
-	def         *command // cmd's entry in the command table; nil unless cmd is valid and of a known type
-	number      uint64   // delivery count, from 1
-	seq         uint64   // commands stream sequence (0 when the metadata is unreadable)
-	traceparent string
+	parseErr    error      // why the body is not a valid command of ctype
+	def         *command   // cmd's entry in the command table; nil unless cmd is valid and of a known type
+	number      uint64     // delivery count, from 1
+	seq         uint64     // commands stream sequence (0 when the metadata is unreadable)
+	traceparent string     // the command's, for the logs (valid or empty)
+	span        trace.Span // the delivery's (see tracing.go)
 	log         *slog.Logger
 	slot        *slot                       // the delivery's place among the workers
 	gate        func(context.Context) error // send gate of the WeChat Pay requests, if any
@@ -136,10 +139,12 @@ func (s *Service) attempt(ctx context.Context, d *delivery) attempt {
 // one settlement.
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg, sl *slot) {
 	d := s.newDelivery(msg, sl)
+	ctx = s.startDelivery(ctx, d)
 	stop := s.keepAlive(d)
 	st := s.process(ctx, d)
 	stop()
-	s.settle(d, st)
+	s.settle(ctx, d, st)
+	endDelivery(d, st)
 }
 
 // process runs steps 1 to 4 and returns the settlement. Before it executes
@@ -186,9 +191,11 @@ func (s *Service) claim(ctx context.Context, d *delivery, rec *record, rev uint6
 		*claimed = *rec
 	}
 	claimed.Running = &claim{Seq: d.seq, Until: s.clock().Add(s.claimFor)}
+	ctx, span := s.step(ctx, "outcome claim")
 	start := time.Now()
 	rev, err := s.records.put(ctx, d.key, claimed, rev)
 	s.metrics.since(jsOutcomeWrite, start)
+	endStep(span, err)
 	return rev, err
 }
 
@@ -220,6 +227,7 @@ type found struct {
 // its last allowed delivery, is executed at the same time: the record read
 // is its request's send gate.
 func (s *Service) lookup(ctx context.Context, d *delivery) found {
+	start := time.Now()
 	read := s.records.read(ctx, d.key)
 	var early *execution
 	if d.readOnly() && d.number <= s.policy.maxDeliver {
@@ -232,6 +240,7 @@ func (s *Service) lookup(ctx context.Context, d *delivery) found {
 	}
 	rec, rev, err := read.wait()
 	s.metrics.observe(jsOutcomeRead, read.took)
+	s.stepTook(ctx, "outcome read", start, read.took, err)
 	return found{rec: rec, rev: rev, err: err, early: early}
 }
 
@@ -264,6 +273,7 @@ func (s *Service) commit(ctx context.Context, d *delivery, rec *record, rev uint
 			d.log.Info("outcome already recorded; not executing again", "outcome", rec.Outcome)
 		}
 		s.metrics.Duplicates.WithLabelValues(metricType(d.ctype)).Inc()
+		d.span.SetAttributes(attrOutcome.String(string(rec.Outcome)), attrDuplicate.Bool(true))
 		return s.publishRecorded(ctx, d, rec, publish)
 	case stepConclude:
 		return s.conclude(ctx, d, rec, rev, *ex)
@@ -321,18 +331,20 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 	if ex.outcome == schemas.Rejected {
 		data.Attempts = 0
 	}
-	msg, err := s.pub.NewOutcome(d.ctype, d.id, ex.outcome, data, d.traceparent)
+	msg, err := s.pub.NewOutcome(d.ctype, d.id, ex.outcome, data, traceOf(ctx))
 	if err != nil {
 		// Building an event from our own data cannot fail unless a bug does.
 		return s.infraRetry(d, jsOutcomeWrite, err)
 	}
 	rec.Outcome, rec.Event, rec.LastError, rec.Observations, rec.Tracks = ex.outcome, &msg, nil, ex.observations, ex.tracks
 	rec.Published, rec.Seq = true, d.seq // by this delivery, before it is settled
+	wctx, span := s.step(ctx, "outcome write", attrOutcome.String(string(ex.outcome)))
 	start := time.Now()
 	// Not cut short by shutdown: once WeChat Pay has answered, losing the
 	// outcome would have the redelivery call it again.
-	_, err = s.records.put(context.WithoutCancel(ctx), d.key, rec, rev)
+	_, err = s.records.put(context.WithoutCancel(wctx), d.key, rec, rev)
 	s.metrics.since(jsOutcomeWrite, start)
+	endStep(span, err)
 	if err != nil {
 		if errors.Is(err, errChanged) {
 			return s.conflict(ctx, d)
@@ -340,6 +352,10 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		return s.infraRetry(d, jsOutcomeWrite, err)
 	}
 	rec.written = time.Time{} // written now, by this delivery: its observations are current
+	d.span.SetAttributes(attrOutcome.String(string(ex.outcome)))
+	if ex.outcome == schemas.Failed {
+		d.span.SetStatus(codes.Error, "the command failed")
+	}
 	s.metrics.Commands.WithLabelValues(metricType(d.ctype), string(ex.outcome)).Inc()
 	logOutcome(d, ex, rec.Attempts)
 	return s.publishRecorded(ctx, d, rec, true)
@@ -372,9 +388,11 @@ func (s *Service) publishRecorded(ctx context.Context, d *delivery, rec *record,
 			return s.infraRetry(d, jsTracking, err)
 		}
 		d.slot.handOver()
+		pctx, span := s.publishStep(ctx, *rec.Event)
 		start := time.Now()
-		err := s.pub.Publish(ctx, *rec.Event)
+		err := s.pub.Publish(pctx, *rec.Event)
 		s.metrics.since(jsEventPublish, start)
+		endStep(span, err)
 		if err != nil {
 			return s.infraRetry(d, jsEventPublish, err)
 		}
@@ -390,10 +408,8 @@ func (s *Service) publishRecorded(ctx context.Context, d *delivery, rec *record,
 // publisher.Observation.Before).
 func (s *Service) observe(ctx context.Context, d *delivery, obs []publisher.Observation, before time.Time) error {
 	for _, ob := range obs {
-		ob.CommandID, ob.Traceparent, ob.Before = d.id, d.traceparent, before
-		start := time.Now()
-		_, err := s.tracker.Observe(ctx, ob)
-		s.metrics.since(jsStatus, start)
+		ob.CommandID, ob.Before = d.id, before
+		_, err := s.observeOne(ctx, ob)
 		if err != nil {
 			return fmt.Errorf("status %s/%s: %w", ob.Resource, ob.Key, err)
 		}
@@ -411,13 +427,13 @@ func (s *Service) follow(ctx context.Context, d *delivery, obs []publisher.Obser
 	}
 	for _, ob := range obs {
 		sg := sighting{resource: ob.Resource, key: ob.Key, subMchid: ob.SubMchid, state: ob.State, modifiedAt: ob.ModifiedAt}
-		if err := s.tracks.seen(ctx, sg, d.traceparent); err != nil {
+		if err := s.tracks.seen(ctx, sg); err != nil {
 			return fmt.Errorf("tracking %s/%s: %w", ob.Resource, ob.Key, err)
 		}
 	}
 	for _, t := range tracks {
 		sg := sighting{resource: t.Resource, key: t.Key, subMchid: t.SubMchid, changed: t.Changed, notFound: t.NotFound}
-		if err := s.tracks.seen(ctx, sg, d.traceparent); err != nil {
+		if err := s.tracks.seen(ctx, sg); err != nil {
 			return fmt.Errorf("tracking %s/%s: %w", t.Resource, t.Key, err)
 		}
 	}
@@ -464,6 +480,17 @@ const (
 	ackTerm                 // Term: dead-lettered, outcome event stored
 )
 
+// String names the acknowledgement: ack, nak or term.
+func (k ackKind) String() string {
+	switch k {
+	case ackDone:
+		return "ack"
+	case ackRetry:
+		return "nak"
+	}
+	return "term"
+}
+
 // settlement is how a delivery is settled.
 type settlement struct {
 	kind   ackKind
@@ -473,7 +500,9 @@ type settlement struct {
 
 // settle is the one place where deliveries are acknowledged, handed back or
 // terminated.
-func (s *Service) settle(d *delivery, st settlement) {
+func (s *Service) settle(ctx context.Context, d *delivery, st settlement) {
+	_, span := s.step(ctx, st.kind.String())
+	defer func() { span.End() }()
 	var err error
 	switch st.kind {
 	case ackDone:
@@ -488,6 +517,7 @@ func (s *Service) settle(d *delivery, st settlement) {
 	if err != nil {
 		// The outcome (if any) is recorded: a redelivery will settle it.
 		s.metrics.JetStreamFailures.WithLabelValues(jsSettle).Inc()
+		span.SetStatus(codes.Error, "settling failed")
 		d.log.Warn("settling the delivery failed; it will be redelivered", "err", err)
 	}
 }

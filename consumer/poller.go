@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/wxcancel/wxcancel/publisher"
@@ -146,7 +148,7 @@ func (p *poller) drive(term, workCtx context.Context, polls *sync.WaitGroup) {
 			p.pause(term, p.tracks.finish(term, key, rec, e.rev))
 			continue
 		case !now.Before(rec.horizon(p.tracks.cfg)):
-			p.pause(term, p.tracks.change(term, key, "", func(cur *trackRecord, now time.Time) *trackRecord {
+			p.pause(term, p.tracks.change(term, key, func(cur *trackRecord, now time.Time) *trackRecord {
 				if cur == nil || now.Before(cur.horizon(p.tracks.cfg)) { // gone, or tracked anew meanwhile
 					return nil
 				}
@@ -240,13 +242,20 @@ func (p *poller) commandsLeaveRoom(term context.Context) bool {
 func (p *poller) poll(workCtx context.Context, key string, rec trackRecord, rev uint64) {
 	ctx, cancel := context.WithTimeout(workCtx, p.callTimeout)
 	defer cancel()
+	ctx, span := p.s.tracer.Start(ctx, "poll "+string(rec.Resource), trace.WithNewRoot(),
+		trace.WithAttributes(attrResource.String(string(rec.Resource)), attrPolls.Int(rec.Polls)))
 	log := p.log.With("resource", rec.Resource, "key", rec.Key)
 	r, ob := p.query(ctx, log, rec)
+	defer func() {
+		span.SetAttributes(attrPollResult.String(pollLabel(rec, r)))
+		if r.failed {
+			span.SetStatus(codes.Error, "the poll failed")
+		}
+		span.End()
+	}()
 	if ob != nil {
 		ob.CommandID = "track:" + string(rec.Resource) + ":" + rec.Key
-		start := time.Now()
-		changed, err := p.s.tracker.Observe(ctx, *ob)
-		p.s.metrics.since(jsStatus, start)
+		changed, err := p.s.observeOne(ctx, *ob)
 		if err != nil {
 			log.Warn("tracking: recording the state polled failed; polling again at the next interval", "err", err)
 			p.s.metrics.JetStreamFailures.WithLabelValues(jsStatus).Inc()
@@ -257,7 +266,7 @@ func (p *poller) poll(workCtx context.Context, key string, rec trackRecord, rev 
 	}
 	p.s.metrics.TrackPolls.WithLabelValues(string(rec.Resource), pollLabel(rec, r)).Inc()
 	// Recorded even when shutdown cut the poll short: the claim goes.
-	err := p.tracks.change(context.WithoutCancel(ctx), key, "", func(cur *trackRecord, now time.Time) *trackRecord {
+	err := p.tracks.change(context.WithoutCancel(ctx), key, func(cur *trackRecord, now time.Time) *trackRecord {
 		if cur == nil || !cur.StartedAt.Equal(rec.StartedAt) {
 			return nil // untracked meanwhile (and perhaps tracked anew)
 		}
@@ -281,14 +290,14 @@ func (p *poller) query(ctx context.Context, log *slog.Logger, rec trackRecord) (
 	if rec.Resource == schemas.ResourceCancelWithdraw {
 		var app wxpay.CancelWithdrawApplication
 		var res *wxpay.Result
-		app, res, err = p.s.client.QueryCancelWithdrawByApplymentID(ctx, rec.Key, p.s.countAttempts(log, string(schemas.TypeQueryCancelWithdraw)))
+		app, res, err = p.s.client.QueryCancelWithdrawByApplymentID(ctx, rec.Key, p.s.countAttempts(ctx, log, string(schemas.TypeQueryCancelWithdraw)))
 		if err == nil {
 			ob, ok = withdrawObservation(app, res.Body)
 		}
 	} else {
 		var app wxpay.CancelApplication
 		var res *wxpay.Result
-		app, res, err = p.s.client.QueryCancelApplication(ctx, rec.Key, p.s.countAttempts(log, string(schemas.TypeQueryCancelApplication)))
+		app, res, err = p.s.client.QueryCancelApplication(ctx, rec.Key, p.s.countAttempts(ctx, log, string(schemas.TypeQueryCancelApplication)))
 		if err == nil {
 			ob, ok = applicationObservation(app, rec.Key, res.Body)
 		}

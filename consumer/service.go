@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -48,6 +49,7 @@ type Service struct {
 	poller   *poller // nil when tracking is off
 	log      *slog.Logger
 	metrics  *Metrics
+	tracer   trace.Tracer
 	clock    func() time.Time
 	// claimFor is how long a delivery's claim on executing its command
 	// holds (see record.Running): its two WeChat Pay calls at most (the
@@ -69,6 +71,10 @@ type Options struct {
 	// Metrics is of one Service: the readiness and consumer counts it
 	// reports when scraped are those of the last Service created with it.
 	Metrics *Metrics
+	// TracerProvider makes the spans of deliveries and polls (see
+	// tracing.go); none when nil, the events then carrying the command's
+	// own traceparent.
+	TracerProvider trace.TracerProvider
 	// Clock is the time source of events, of the age of records and of
 	// the tracking cadence; time.Now when nil.
 	Clock func() time.Time
@@ -90,6 +96,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, js: o.JetStream, client: o.Client, log: o.Logger, metrics: o.Metrics, clock: o.Clock,
+		tracer:   tracerOf(o.TracerProvider),
 		policy:   policy{maxDeliver: uint64(cfg.MaxDeliver), baseDelay: cfg.RedeliveryDelay},
 		claimFor: 2*o.Client.MaxCallDuration() + claimMargin}
 	if s.log == nil {

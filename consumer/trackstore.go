@@ -96,9 +96,9 @@ const maxTrackRounds = 16
 // seen applies what a command's answer showed of a resource: it starts
 // tracking a resource seen in a state that is not final, restarts the
 // cadence on a change, and ends the tracking on a final state, publishing
-// the end (traceparent: the command's). Changes nothing for a resource
-// that is not of a tracked kind.
-func (t *tracks) seen(ctx context.Context, s sighting, traceparent string) error {
+// the end (with ctx's trace context). Changes nothing for a resource that
+// is not of a tracked kind.
+func (t *tracks) seen(ctx context.Context, s sighting) error {
 	if !s.resource.Tracked() || !schemas.ValidKey(s.key) {
 		return nil
 	}
@@ -106,15 +106,15 @@ func (t *tracks) seen(ctx context.Context, s sighting, traceparent string) error
 	if t.changesNothing(key, s) {
 		return nil
 	}
-	return t.change(ctx, key, traceparent, func(rec *trackRecord, now time.Time) *trackRecord {
+	return t.change(ctx, key, func(rec *trackRecord, now time.Time) *trackRecord {
 		return t.cfg.onSighting(rec, s, now, t.rand())
 	})
 }
 
 // untrack ends the tracking of resource r with key k (reason untracked)
 // and reports whether it was tracked.
-func (t *tracks) untrack(ctx context.Context, r schemas.Resource, k, traceparent string) (wasTracked bool, err error) {
-	err = t.change(ctx, trackKey(r, k), traceparent, func(rec *trackRecord, now time.Time) *trackRecord {
+func (t *tracks) untrack(ctx context.Context, r schemas.Resource, k string) (wasTracked bool, err error) {
+	err = t.change(ctx, trackKey(r, k), func(rec *trackRecord, now time.Time) *trackRecord {
 		wasTracked = rec != nil
 		if rec == nil {
 			return nil
@@ -131,8 +131,8 @@ func (t *tracks) untrack(ctx context.Context, r schemas.Resource, k, traceparent
 // compare-and-set, reading again after a conflict. A record whose tracking
 // ended is finished first (its event published, the record deleted), so
 // decide never sees one. When the new record ends its tracking, the end is
-// published before change returns.
-func (t *tracks) change(ctx context.Context, key, traceparent string, decide func(rec *trackRecord, now time.Time) *trackRecord) error {
+// published before change returns, with ctx's trace context.
+func (t *tracks) change(ctx context.Context, key string, decide func(rec *trackRecord, now time.Time) *trackRecord) error {
 	for range maxTrackRounds {
 		rec, rev, err := t.get(ctx, key)
 		if err != nil {
@@ -148,7 +148,7 @@ func (t *tracks) change(ctx context.Context, key, traceparent string, decide fun
 		if next == nil {
 			return nil
 		}
-		if err := t.prepareEnd(next, traceparent); err != nil {
+		if err := t.prepareEnd(ctx, next); err != nil {
 			return err
 		}
 		nrev, err := t.put(ctx, key, next, rev)
@@ -168,13 +168,14 @@ func (t *tracks) change(ctx context.Context, key, traceparent string, decide fun
 }
 
 // prepareEnd builds the event of an ending record, once, before it is
-// written: whoever finishes the record publishes exactly that event.
-func (t *tracks) prepareEnd(rec *trackRecord, traceparent string) error {
+// written: whoever finishes the record publishes exactly that event, with
+// the trace context of ctx (the command's or the poll's).
+func (t *tracks) prepareEnd(ctx context.Context, rec *trackRecord) error {
 	if rec.Ended == nil || rec.Ended.Event.ID != "" {
 		return nil
 	}
 	msg, err := t.pub.NewTrackingEnded(publisher.TrackingEnded{Resource: rec.Resource, Key: rec.Key, SubMchid: rec.SubMchid,
-		Reason: rec.Ended.Reason, State: rec.State, StartedAt: rec.StartedAt, Polls: rec.Polls}, traceparent)
+		Reason: rec.Ended.Reason, State: rec.State, StartedAt: rec.StartedAt, Polls: rec.Polls}, traceOf(ctx))
 	if err != nil {
 		return err
 	}
@@ -465,7 +466,7 @@ func (tr *Tracking) Start(ctx context.Context, r schemas.Resource, k, subMchid s
 	}
 	t := tr.t
 	s := sighting{resource: r, key: k, subMchid: subMchid, changed: true}
-	return t.change(ctx, trackKey(r, k), "", func(rec *trackRecord, now time.Time) *trackRecord {
+	return t.change(ctx, trackKey(r, k), func(rec *trackRecord, now time.Time) *trackRecord {
 		if rec != nil {
 			return nil
 		}

@@ -113,7 +113,7 @@ type (
 // Reconciled, Detail or RequestID where the outcome has none; rejected with
 // attempts or a code other than INVALID_COMMAND (an empty code is filled
 // in); Result or Detail that is not JSON; or ids that disagree with data.
-func (p *Publisher) NewOutcome(commandType, commandID string, outcome schemas.Outcome, data OutcomeData, traceparent string) (Message, error) {
+func (p *Publisher) NewOutcome(commandType, commandID string, outcome schemas.Outcome, data OutcomeData, tc TraceContext) (Message, error) {
 	for _, f := range []struct{ what, value string }{{"command type", commandType}, {"command id", commandID}} {
 		if problem := nameProblem(f.what, f.value); problem != "" {
 			return Message{}, fmt.Errorf("%w: %s", ErrInvalidEvent, problem)
@@ -146,13 +146,12 @@ func (p *Publisher) NewOutcome(commandType, commandID string, outcome schemas.Ou
 		id += "/replay-" + strconv.Itoa(data.Replay)
 	}
 	return p.message(p.prefix+".evt."+token+"."+string(outcome), Event{
-		ID:          id,
-		Type:        typeNamespace + "." + token + "." + string(outcome),
-		Subject:     commandID,
-		Time:        p.now(),
-		Traceparent: traceparent,
-		Data:        b,
-	})
+		ID:      id,
+		Type:    typeNamespace + "." + token + "." + string(outcome),
+		Subject: commandID,
+		Time:    p.now(),
+		Data:    b,
+	}, tc)
 }
 
 // outcomeWire checks data against outcome and returns it in the outcome's

@@ -91,7 +91,7 @@ func TestOutcomeEvents(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
-			msg, err := in.pub.NewOutcome(tt.ctype, tt.id, tt.outcome, tt.data, tt.traceparent)
+			msg, err := in.pub.NewOutcome(tt.ctype, tt.id, tt.outcome, tt.data, publisher.TraceContext{Traceparent: tt.traceparent})
 			if err != nil {
 				t.Fatalf("NewOutcome: %v", err)
 			}
@@ -178,7 +178,7 @@ func TestNewOutcomeRejectsInconsistentData(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg, err := in.pub.NewOutcome(tt.ctype, tt.id, tt.outcome, tt.data, tt.traceparent)
+			msg, err := in.pub.NewOutcome(tt.ctype, tt.id, tt.outcome, tt.data, publisher.TraceContext{Traceparent: tt.traceparent})
 			if !errors.Is(err, publisher.ErrInvalidEvent) {
 				t.Fatalf("NewOutcome = %+v, %v; want ErrInvalidEvent", msg, err)
 			}
@@ -192,7 +192,7 @@ func TestNewOutcomeRejectsInconsistentData(t *testing.T) {
 func TestPublishErrors(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
-	ok, err := in.pub.NewOutcome("validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, "")
+	ok, err := in.pub.NewOutcome("validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, publisher.TraceContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := p.NewOutcome("validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, "")
+	msg, err := p.NewOutcome("validate-cancel", "c1", schemas.Succeeded, publisher.OutcomeData{}, publisher.TraceContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestStored(t *testing.T) {
 		if o == schemas.Failed {
 			data.Error = &publisher.ErrorData{Code: "SYSTEM_ERROR", Message: "x", HTTPStatus: 500}
 		}
-		m, err := in.pub.NewOutcome("validate-cancel", id, o, data, "")
+		m, err := in.pub.NewOutcome("validate-cancel", id, o, data, publisher.TraceContext{})
 		if err != nil {
 			t.Fatal(err)
 		}

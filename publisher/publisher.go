@@ -169,6 +169,15 @@ func (e Event) Outcome() schemas.Outcome {
 	return schemas.Outcome(e.Type[strings.LastIndexByte(e.Type, '.')+1:])
 }
 
+// TraceContext is the W3C trace context an event carries: its traceparent
+// header (also the event's traceparent attribute) and tracestate header
+// (https://www.w3.org/TR/trace-context/). The zero value carries none; a
+// Tracestate needs a Traceparent.
+type TraceContext struct {
+	Traceparent string
+	Tracestate  string
+}
+
 // Message is a finished event, ready to publish and to republish: store it
 // (it encodes to JSON and back byte for byte, Data being compact JSON) and
 // pass it to [Publisher.Publish] again to get exactly the same message, which
@@ -182,11 +191,15 @@ type Message struct {
 	Data json.RawMessage `json:"data"`
 	// Traceparent, when not empty, is sent as the traceparent header.
 	Traceparent string `json:"traceparent,omitempty"`
+	// Tracestate, when not empty, is sent as the tracestate header (W3C
+	// trace context, https://www.w3.org/TR/trace-context/#tracestate-header);
+	// it goes with a Traceparent.
+	Tracestate string `json:"tracestate,omitempty"`
 }
 
 // Publish publishes m with the headers Content-Type
-// (application/cloudevents+json), Nats-Msg-Id (m.ID) and traceparent (when
-// m.Traceparent is set) and waits for JetStream's acknowledgement. A message
+// (application/cloudevents+json), Nats-Msg-Id (m.ID), traceparent and
+// tracestate (when m.Traceparent and m.Tracestate are set) and waits for JetStream's acknowledgement. A message
 // JetStream already holds (same id, inside the stream's duplicate window)
 // is acknowledged as a duplicate and not stored again; that is a success. It
 // fails with [ErrInvalidEvent] for an incomplete message and with
@@ -202,14 +215,18 @@ func (p *Publisher) publish(ctx context.Context, m Message) (*jetstream.PubAck, 
 		return nil, fmt.Errorf("%w: a message needs a subject, an id and data", ErrInvalidEvent)
 	case !schemas.HeaderSafe(m.ID):
 		return nil, fmt.Errorf("%w: event id %q cannot be sent as a header", ErrInvalidEvent, m.ID)
-	case m.Traceparent != "" && !schemas.ValidTraceparent(m.Traceparent):
-		return nil, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, m.Traceparent)
+	}
+	if err := (TraceContext{m.Traceparent, m.Tracestate}).check(); err != nil {
+		return nil, err
 	}
 	msg := nats.NewMsg(m.Subject)
 	msg.Data = m.Data
 	msg.Header.Set(headerContentType, schemas.EventContentType)
 	if m.Traceparent != "" {
 		msg.Header.Set(schemas.HeaderTraceparent, m.Traceparent)
+	}
+	if m.Tracestate != "" {
+		msg.Header.Set(schemas.HeaderTracestate, m.Tracestate)
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
 	if err != nil {
@@ -218,19 +235,22 @@ func (p *Publisher) publish(ctx context.Context, m Message) (*jetstream.PubAck, 
 	return ack, nil
 }
 
-// message completes ev with the attributes every event shares and encodes it.
-func (p *Publisher) message(subject string, ev Event) (Message, error) {
+// message completes ev with the attributes every event shares and encodes
+// it, with the tracestate header when not empty (tracestate, unlike
+// traceparent, is not an attribute of the events' schema).
+func (p *Publisher) message(subject string, ev Event, tc TraceContext) (Message, error) {
+	ev.Traceparent = tc.Traceparent
 	ev.SpecVersion = schemas.SpecVersion
 	ev.Source = p.source
 	ev.DataContentType = schemas.DataContentType
-	if ev.Traceparent != "" && !schemas.ValidTraceparent(ev.Traceparent) {
-		return Message{}, fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, ev.Traceparent)
+	if err := tc.check(); err != nil {
+		return Message{}, err
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return Message{}, fmt.Errorf("%w: encoding event %s: %w", ErrInvalidEvent, ev.ID, err)
 	}
-	return Message{Subject: subject, ID: ev.ID, Data: b, Traceparent: ev.Traceparent}, nil
+	return Message{Subject: subject, ID: ev.ID, Data: b, Traceparent: tc.Traceparent, Tracestate: tc.Tracestate}, nil
 }
 
 // now is the event time: the clock in UTC, in TimeFormat.
@@ -329,4 +349,16 @@ func (p *Publisher) firstSince(ctx context.Context, stream, subject string, sinc
 		id = h.Get(jetstream.MsgIDHeader)
 	}
 	return resp.Message.Seq, id, true, nil
+}
+
+// check fails with [ErrInvalidEvent] unless tc is empty or a valid W3C
+// traceparent, with a valid tracestate or none.
+func (tc TraceContext) check() error {
+	switch {
+	case tc.Traceparent != "" && !schemas.ValidTraceparent(tc.Traceparent):
+		return fmt.Errorf("%w: traceparent %q is not a W3C traceparent", ErrInvalidEvent, tc.Traceparent)
+	case tc.Tracestate != "" && (tc.Traceparent == "" || !schemas.ValidTracestate(tc.Tracestate)):
+		return fmt.Errorf("%w: tracestate %q is not a W3C tracestate of a traceparent", ErrInvalidEvent, tc.Tracestate)
+	}
+	return nil
 }

@@ -50,8 +50,11 @@ type Observation struct {
 	// CommandID is the id of the command whose call made the observation
 	// (required).
 	CommandID string `json:"command_id,omitempty"`
-	// Traceparent is the command's W3C traceparent, or empty.
+	// Traceparent is the W3C traceparent the status event carries (the
+	// command's, or the span's that made the observation), or empty.
 	Traceparent string `json:"traceparent,omitempty"`
+	// Tracestate is the W3C tracestate that goes with Traceparent, or empty.
+	Tracestate string `json:"tracestate,omitempty"`
 	// Before, when set, is a time the observation was made before (an
 	// observation published late, from a record). Without ModifiedAt to
 	// order it, a different state recorded after Before is newer and is
@@ -219,6 +222,7 @@ type statusRecord struct {
 type pendingEvent struct {
 	Time        string          `json:"time"`
 	Traceparent string          `json:"traceparent,omitempty"`
+	Tracestate  string          `json:"tracestate,omitempty"`
 	Data        json.RawMessage `json:"data"`
 }
 
@@ -401,6 +405,8 @@ func (ob Observation) check() error {
 		return bad("sub_mchid is not valid UTF-8 without control characters")
 	case ob.Traceparent != "" && !schemas.ValidTraceparent(ob.Traceparent):
 		return bad("traceparent %q is not a W3C traceparent", ob.Traceparent)
+	case ob.Tracestate != "" && (ob.Traceparent == "" || !schemas.ValidTracestate(ob.Tracestate)):
+		return bad("tracestate %q is not a W3C tracestate of a traceparent", ob.Tracestate)
 	case len(bytes.TrimSpace(ob.Snapshot)) > 0 && !json.Valid(ob.Snapshot):
 		return bad("the snapshot is not JSON")
 	}
@@ -439,7 +445,7 @@ func (t *StatusTracker) change(rec *statusRecord, ob Observation) (*statusRecord
 	if err != nil {
 		return nil, fmt.Errorf("%w: encoding the status of %s/%s: %w", ErrInvalidEvent, ob.Resource, ob.Key, err)
 	}
-	next.Event = pendingEvent{Time: now, Traceparent: ob.Traceparent, Data: b}
+	next.Event = pendingEvent{Time: now, Traceparent: ob.Traceparent, Tracestate: ob.Tracestate, Data: b}
 	return next, nil
 }
 
@@ -447,13 +453,12 @@ func (t *StatusTracker) change(rec *statusRecord, ob Observation) (*statusRecord
 func (t *StatusTracker) message(rec *statusRecord, rev uint64) (Message, error) {
 	token := schemas.EncodeToken(rec.Key)
 	return t.p.message(t.p.prefix+".evt.status."+string(rec.Resource)+"."+token, Event{
-		ID:          "status/" + string(rec.Resource) + "/" + token + "/" + strconv.FormatUint(rev, 10),
-		Type:        schemas.EventTypeStatusChanged,
-		Subject:     string(rec.Resource) + "/" + rec.Key,
-		Time:        rec.Event.Time,
-		Traceparent: rec.Event.Traceparent,
-		Data:        rec.Event.Data,
-	})
+		ID:      "status/" + string(rec.Resource) + "/" + token + "/" + strconv.FormatUint(rev, 10),
+		Type:    schemas.EventTypeStatusChanged,
+		Subject: string(rec.Resource) + "/" + rec.Key,
+		Time:    rec.Event.Time,
+		Data:    rec.Event.Data,
+	}, TraceContext{rec.Event.Traceparent, rec.Event.Tracestate})
 }
 
 // publishRecorded publishes the event of rec, written at rev. With lookup,

@@ -48,7 +48,7 @@ type trackingData struct {
 // it is published. traceparent, when not empty, must be a W3C traceparent.
 // It fails with [ErrInvalidEvent] for a resource that is not tracked, an
 // unknown reason, an empty key or a zero StartedAt.
-func (p *Publisher) NewTrackingEnded(e TrackingEnded, traceparent string) (Message, error) {
+func (p *Publisher) NewTrackingEnded(e TrackingEnded, tc TraceContext) (Message, error) {
 	switch {
 	case !e.Resource.Tracked():
 		return Message{}, fmt.Errorf("%w: resource %q is not tracked", ErrInvalidEvent, e.Resource)
@@ -73,11 +73,10 @@ func (p *Publisher) NewTrackingEnded(e TrackingEnded, traceparent string) (Messa
 	}
 	token := schemas.EncodeToken(e.Key)
 	return p.message(p.prefix+".evt.tracking."+string(e.Resource)+"."+token, Event{
-		ID:          "tracking/" + string(e.Resource) + "/" + token + "/" + strconv.FormatInt(e.StartedAt.UnixNano(), 10),
-		Type:        schemas.EventTypeTrackingEnded,
-		Subject:     string(e.Resource) + "/" + e.Key,
-		Time:        p.now(),
-		Traceparent: traceparent,
-		Data:        b,
-	})
+		ID:      "tracking/" + string(e.Resource) + "/" + token + "/" + strconv.FormatInt(e.StartedAt.UnixNano(), 10),
+		Type:    schemas.EventTypeTrackingEnded,
+		Subject: string(e.Resource) + "/" + e.Key,
+		Time:    p.now(),
+		Data:    b,
+	}, tc)
 }

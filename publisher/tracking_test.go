@@ -31,7 +31,7 @@ func TestTrackingEnded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg, err := in.pub.NewTrackingEnded(tt.ended, testTrace)
+			msg, err := in.pub.NewTrackingEnded(tt.ended, publisher.TraceContext{Traceparent: testTrace})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +40,7 @@ func TestTrackingEnded(t *testing.T) {
 			}
 			// Built again, the same event: a republish is a duplicate.
 			for range 2 {
-				again, err := in.pub.NewTrackingEnded(tt.ended, testTrace)
+				again, err := in.pub.NewTrackingEnded(tt.ended, publisher.TraceContext{Traceparent: testTrace})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -65,7 +65,7 @@ func TestTrackingEnded(t *testing.T) {
 		"unknown reason": {Resource: schemas.ResourceCancelWithdraw, Key: "1", Reason: "bored", StartedAt: started},
 		"no start":       {Resource: schemas.ResourceCancelWithdraw, Key: "1", Reason: schemas.EndFinal},
 	} {
-		if _, err := in.pub.NewTrackingEnded(bad, ""); !errors.Is(err, publisher.ErrInvalidEvent) {
+		if _, err := in.pub.NewTrackingEnded(bad, publisher.TraceContext{}); !errors.Is(err, publisher.ErrInvalidEvent) {
 			t.Errorf("%s: %v, want ErrInvalidEvent", name, err)
 		}
 	}

@@ -126,6 +126,35 @@ func ValidTraceparent(s string) bool {
 		s[3:35] != "00000000000000000000000000000000" && s[36:52] != "0000000000000000"
 }
 
+// HeaderTracestate is the NATS header carrying a W3C tracestate, beside a
+// traceparent, lower case as W3C writes it.
+const HeaderTracestate = "tracestate"
+
+// tracestateMember is one list-member of a W3C tracestate
+// (https://www.w3.org/TR/trace-context/#tracestate-header): a simple or a
+// multi-tenant key, "=", a value of printable ASCII without "," and "=",
+// not ending in a space.
+var tracestateMember = regexp.MustCompile(`^(?:[a-z0-9][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$`)
+
+// ValidTracestate reports whether s is a tracestate events may carry: at
+// most 32 list-members, separated by commas with optional spaces and tabs,
+// 512 bytes at most (the length W3C asks propagators to keep).
+func ValidTracestate(s string) bool {
+	if s == "" || len(s) > 512 {
+		return false
+	}
+	members := strings.Split(s, ",")
+	if len(members) > 32 {
+		return false
+	}
+	for _, m := range members {
+		if m = strings.Trim(m, " \t"); m != "" && !tracestateMember.MatchString(m) {
+			return false // an empty member is allowed, and ignored
+		}
+	}
+	return true
+}
+
 // HeaderSafe reports whether s can be a NATS header value and a JSON string
 // unchanged: valid UTF-8 without control characters. Command types and ids
 // must be, or no event can name them.

@@ -90,3 +90,31 @@ func FuzzDecodeToken(f *testing.F) {
 		}
 	})
 }
+
+func TestValidTracestate(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{"rojo=00f067aa0ba902b7", true},
+		{"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", true},
+		{"rojo=1 , congo=2", true},
+		{"tenant@vendor=x", true},
+		{"a=1,,b=2", true}, // empty members are allowed
+		{"", false},
+		{"Rojo=1", false},       // keys are lower case
+		{"rojo", false},         // no value
+		{"rojo=", false},        // an empty value
+		{"rojo=a=b", false},     // '=' in the value
+		{"rojo=a\x01", false},   // a control character
+		{"rojo=a ", true},       // trailing spaces are optional white space
+		{"rojo=ünïcode", false}, // not ASCII
+		{strings.Repeat("a", 513), false},
+		{strings.TrimSuffix(strings.Repeat("k=v,", 33), ","), false}, // 33 members
+		{strings.TrimSuffix(strings.Repeat("k=v,", 32), ","), true},
+	} {
+		if got := schemas.ValidTracestate(tt.in); got != tt.want {
+			t.Errorf("ValidTracestate(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
