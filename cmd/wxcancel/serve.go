@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
@@ -162,7 +163,23 @@ func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *
 	if err != nil {
 		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
 	}
-	log.Info("starting", "version", version, "signer", wxpay.SignerBackend())
+	tp, err := tracing(ctx, os.Getenv, log)
+	if err != nil {
+		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, indent(err))
+	}
+	var tracerProvider trace.TracerProvider // nil (not a nil *TracerProvider) when off
+	if tp != nil {
+		tracerProvider = tp
+		defer func() {
+			// The spans of the last commands are still in the batch.
+			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(shutCtx); err != nil {
+				log.Warn("tracing: flushing the last spans failed", "err", err)
+			}
+		}()
+	}
+	log.Info("starting", "version", version, "signer", wxpay.SignerBackend(), "tracing", tp != nil)
 
 	if len(cfg.NATS.URLs) == 0 {
 		dir, _ := filepath.Abs(cfg.EmbeddedStoreDir)
@@ -195,7 +212,8 @@ func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *
 	metrics := consumer.NewMetrics(reg)
 
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
-	svc, err := consumer.New(startCtx, cfg.Config, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics})
+	svc, err := consumer.New(startCtx, cfg.Config, consumer.Options{JetStream: js, Client: client, Logger: log, Metrics: metrics,
+		TracerProvider: tracerProvider})
 	cancelStart()
 	if err != nil {
 		return err
