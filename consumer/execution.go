@@ -89,7 +89,10 @@ func rejected(msg string, vs ...schemas.Violation) execution {
 // attempts are counted and logged, it waits out its retry backoffs without
 // holding a worker's place, and its requests wait at d's send gate, if any.
 func (s *Service) call(d *delivery, endpoint string) []wxpay.CallOption {
-	parent := trace.ContextWithSpan(context.Background(), d.span)
+	parent := context.Background()
+	if s.tracing {
+		parent = trace.ContextWithSpan(parent, d.span)
+	}
 	return []wxpay.CallOption{wxpay.WithRetryWait(d.slot.waitOut), wxpay.WithSendGate(d.gate), s.countAttempts(parent, d.log, endpoint)}
 }
 

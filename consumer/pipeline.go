@@ -144,7 +144,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg, sl *slot) {
 	st := s.process(ctx, d)
 	stop()
 	s.settle(ctx, d, st)
-	endDelivery(d, st)
+	s.endDelivery(d, st)
 }
 
 // process runs steps 1 to 4 and returns the settlement. Before it executes
@@ -273,7 +273,7 @@ func (s *Service) commit(ctx context.Context, d *delivery, rec *record, rev uint
 			d.log.Info("outcome already recorded; not executing again", "outcome", rec.Outcome)
 		}
 		s.metrics.Duplicates.WithLabelValues(metricType(d.ctype)).Inc()
-		d.span.SetAttributes(attrOutcome.String(string(rec.Outcome)), attrDuplicate.Bool(true))
+		s.spanOutcome(d, rec.Outcome, true)
 		return s.publishRecorded(ctx, d, rec, publish)
 	case stepConclude:
 		return s.conclude(ctx, d, rec, rev, *ex)
@@ -338,7 +338,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 	}
 	rec.Outcome, rec.Event, rec.LastError, rec.Observations, rec.Tracks = ex.outcome, &msg, nil, ex.observations, ex.tracks
 	rec.Published, rec.Seq = true, d.seq // by this delivery, before it is settled
-	wctx, span := s.step(ctx, "outcome write", attrOutcome.String(string(ex.outcome)))
+	wctx, span := s.step(ctx, "outcome write")
 	start := time.Now()
 	// Not cut short by shutdown: once WeChat Pay has answered, losing the
 	// outcome would have the redelivery call it again.
@@ -352,10 +352,7 @@ func (s *Service) conclude(ctx context.Context, d *delivery, rec *record, rev ui
 		return s.infraRetry(d, jsOutcomeWrite, err)
 	}
 	rec.written = time.Time{} // written now, by this delivery: its observations are current
-	d.span.SetAttributes(attrOutcome.String(string(ex.outcome)))
-	if ex.outcome == schemas.Failed {
-		d.span.SetStatus(codes.Error, "the command failed")
-	}
+	s.spanOutcome(d, ex.outcome, false)
 	s.metrics.Commands.WithLabelValues(metricType(d.ctype), string(ex.outcome)).Inc()
 	logOutcome(d, ex, rec.Attempts)
 	return s.publishRecorded(ctx, d, rec, true)

@@ -242,16 +242,21 @@ func (p *poller) commandsLeaveRoom(term context.Context) bool {
 func (p *poller) poll(workCtx context.Context, key string, rec trackRecord, rev uint64) {
 	ctx, cancel := context.WithTimeout(workCtx, p.callTimeout)
 	defer cancel()
-	ctx, span := p.s.tracer.Start(ctx, "poll "+string(rec.Resource), trace.WithNewRoot(),
-		trace.WithAttributes(attrResource.String(string(rec.Resource)), attrPolls.Int(rec.Polls)))
+	span := noSpan
+	if p.s.tracing {
+		ctx, span = p.s.tracer.Start(ctx, "poll "+string(rec.Resource), trace.WithNewRoot(),
+			trace.WithAttributes(attrResource.String(string(rec.Resource)), attrPolls.Int(rec.Polls)))
+	}
 	log := p.log.With("resource", rec.Resource, "key", rec.Key)
 	r, ob := p.query(ctx, log, rec)
 	defer func() {
-		span.SetAttributes(attrPollResult.String(pollLabel(rec, r)))
-		if r.failed {
-			span.SetStatus(codes.Error, "the poll failed")
+		if p.s.tracing {
+			span.SetAttributes(attrPollResult.String(pollLabel(rec, r)))
+			if r.failed {
+				span.SetStatus(codes.Error, "the poll failed")
+			}
+			span.End()
 		}
-		span.End()
 	}()
 	if ob != nil {
 		ob.CommandID = "track:" + string(rec.Resource) + ":" + rec.Key

@@ -50,6 +50,7 @@ type Service struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	tracer   trace.Tracer
+	tracing  bool // spans are made (see tracerOf)
 	clock    func() time.Time
 	// claimFor is how long a delivery's claim on executing its command
 	// holds (see record.Running): its two WeChat Pay calls at most (the
@@ -96,7 +97,6 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, js: o.JetStream, client: o.Client, log: o.Logger, metrics: o.Metrics, clock: o.Clock,
-		tracer:   tracerOf(o.TracerProvider),
 		policy:   policy{maxDeliver: uint64(cfg.MaxDeliver), baseDelay: cfg.RedeliveryDelay},
 		claimFor: 2*o.Client.MaxCallDuration() + claimMargin}
 	if s.log == nil {
@@ -108,6 +108,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Service, error) {
 	if s.clock == nil {
 		s.clock = time.Now
 	}
+	s.tracer, s.tracing = tracerOf(o.TracerProvider)
 	s.topo = NewTopology(cfg)
 	h, err := Provision(ctx, s.js, s.topo, cfg.Provision)
 	if err != nil {

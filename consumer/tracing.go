@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/wxcancel/wxcancel/publisher"
+	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 )
 
@@ -90,26 +91,43 @@ func (c mapCarrier) Keys() []string {
 }
 
 // traceOf is the trace context an event published under ctx carries: that
-// of ctx's span, or of the command when tracing is off (a no-op span keeps
-// its parent's context); empty without either.
+// of ctx's span, or of the command when tracing is off (the delivery's
+// no-op span keeps its parent's context); empty without either.
 func traceOf(ctx context.Context) publisher.TraceContext {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return publisher.TraceContext{}
+	}
 	c := mapCarrier{}
 	traceContext.Inject(ctx, c)
 	return publisher.TraceContext{Traceparent: c["traceparent"], Tracestate: c["tracestate"]}
 }
 
-// tracerOf returns the tracer of tp, or a no-op one when tp is nil.
-func tracerOf(tp trace.TracerProvider) trace.Tracer {
+// noSpan is the span of a step when tracing is off: it records nothing,
+// and ending it ends nothing.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// tracerOf returns the tracer of tp, or a no-op one when tp is nil, and
+// whether spans are made at all: without, the attributes are not even
+// built (the spans are still started, no-ops that carry the command's
+// trace context on).
+func tracerOf(tp trace.TracerProvider) (trace.Tracer, bool) {
 	if tp == nil {
-		tp = noop.NewTracerProvider()
+		return noop.NewTracerProvider().Tracer(instrumentation), false
 	}
-	return tp.Tracer(instrumentation)
+	return tp.Tracer(instrumentation), true
 }
 
 // startDelivery starts d's span, a child of the command's trace context
 // when its headers carry a valid one.
 func (s *Service) startDelivery(ctx context.Context, d *delivery) context.Context {
 	ctx = traceContext.Extract(ctx, headerCarrier(d.msg.Headers()))
+	if !s.tracing {
+		// A no-op span, carrying the command's trace context (if any) on
+		// to the events.
+		ctx, d.span = s.tracer.Start(ctx, "")
+		return ctx
+	}
 	ctx, d.span = s.tracer.Start(ctx, "process "+d.msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			semconv.MessagingSystemKey.String("nats"),
@@ -128,7 +146,10 @@ func (s *Service) startDelivery(ctx context.Context, d *delivery) context.Contex
 // endDelivery ends d's span with how it was settled: a delivery handed
 // back for anything but a shutdown is an error (a failed command was
 // marked so when its outcome was recorded).
-func endDelivery(d *delivery, st settlement) {
+func (s *Service) endDelivery(d *delivery, st settlement) {
+	if !s.tracing {
+		return
+	}
 	d.span.SetAttributes(attrSettlement.String(st.kind.String()))
 	if st.kind == ackRetry && st.reason != "shutdown" {
 		d.span.SetStatus(codes.Error, "handed back for redelivery")
@@ -136,8 +157,24 @@ func endDelivery(d *delivery, st settlement) {
 	d.span.End()
 }
 
-// step starts the span of one step of d (see the package comment).
+// spanOutcome notes on d's span the outcome recorded (duplicate: by an
+// earlier delivery); a failed command is an error.
+func (s *Service) spanOutcome(d *delivery, o schemas.Outcome, duplicate bool) {
+	if !s.tracing {
+		return
+	}
+	d.span.SetAttributes(attrOutcome.String(string(o)), attrDuplicate.Bool(duplicate))
+	if o == schemas.Failed {
+		d.span.SetStatus(codes.Error, "the command failed")
+	}
+}
+
+// step starts the span of one step of d (see the package comment); with
+// tracing off, none: ctx as it is, and noSpan.
 func (s *Service) step(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if !s.tracing {
+		return ctx, noSpan
+	}
 	return s.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
 }
 
@@ -145,6 +182,9 @@ func (s *Service) step(ctx context.Context, name string, attrs ...attribute.KeyV
 // under ctx, after the fact (the outcome read overlaps the execution of a
 // read-only command, and its end is known only to the read).
 func (s *Service) stepTook(ctx context.Context, name string, start time.Time, took time.Duration, err error) {
+	if !s.tracing {
+		return
+	}
 	_, span := s.tracer.Start(ctx, name, trace.WithTimestamp(start))
 	if err != nil {
 		span.SetStatus(codes.Error, "failed")
@@ -155,6 +195,9 @@ func (s *Service) stepTook(ctx context.Context, name string, start time.Time, to
 
 // publishStep starts the span of publishing m (kind producer).
 func (s *Service) publishStep(ctx context.Context, m publisher.Message) (context.Context, trace.Span) {
+	if !s.tracing {
+		return ctx, noSpan
+	}
 	return s.tracer.Start(ctx, "publish "+m.Subject, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			semconv.MessagingSystemKey.String("nats"),
@@ -169,13 +212,18 @@ func (s *Service) publishStep(ctx context.Context, m publisher.Message) (context
 // publisher.StatusTracker.Observe) in a span of its own, whose trace
 // context the status event carries.
 func (s *Service) observeOne(ctx context.Context, ob publisher.Observation) (changed bool, err error) {
-	ctx, span := s.step(ctx, "status "+string(ob.Resource), attrResource.String(string(ob.Resource)), attrState.String(ob.State))
+	span := noSpan
+	if s.tracing {
+		ctx, span = s.step(ctx, "status "+string(ob.Resource), attrResource.String(string(ob.Resource)), attrState.String(ob.State))
+	}
 	tc := traceOf(ctx)
 	ob.Traceparent, ob.Tracestate = tc.Traceparent, tc.Tracestate
 	start := time.Now()
 	changed, err = s.tracker.Observe(ctx, ob)
 	s.metrics.since(jsStatus, start)
-	span.SetAttributes(attrChanged.Bool(changed))
+	if s.tracing {
+		span.SetAttributes(attrChanged.Bool(changed))
+	}
 	endStep(span, err)
 	return changed, err
 }
@@ -206,6 +254,9 @@ func errorClass(err error) string {
 // attemptSpan records one WeChat Pay attempt that ended now as a client
 // span under parent: the hook that reports attempts runs after each one.
 func (s *Service) attemptSpan(parent context.Context, endpoint string, a wxpay.Attempt) {
+	if !s.tracing {
+		return
+	}
 	end := time.Now()
 	host, port := a.Host, 443
 	if h, p, err := net.SplitHostPort(a.Host); err == nil {
