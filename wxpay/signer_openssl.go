@@ -47,31 +47,38 @@ static EVP_PKEY *wx_load(int private, const unsigned char *der, long n, char *er
 	return k;
 }
 
-static int wx_sign(EVP_PKEY *k, const unsigned char *digest, unsigned char *sig, size_t *siglen, char *err, size_t errn) {
+// wx_ctx makes a context that signs (sign set) or verifies with k,
+// PKCS#1 v1.5 over SHA-256 digests. EVP_PKEY_sign and EVP_PKEY_verify may
+// be called on it again and again with the same parameters (OpenSSL's
+// EVP_PKEY_sign(3)), by one thread at a time. NULL on failure, described
+// in err.
+static EVP_PKEY_CTX *wx_ctx(EVP_PKEY *k, int sign, char *err, size_t errn) {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(k, NULL);
 	int ok = ctx != NULL
-		&& EVP_PKEY_sign_init(ctx) > 0
+		&& (sign ? EVP_PKEY_sign_init(ctx) : EVP_PKEY_verify_init(ctx)) > 0
 		&& EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0
-		&& EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0
-		&& EVP_PKEY_sign(ctx, sig, siglen, digest, 32) > 0;
+		&& EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0;
+	if (!ok) {
+		wx_error(err, errn);
+		EVP_PKEY_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+static int wx_sign(EVP_PKEY_CTX *ctx, const unsigned char *digest, unsigned char *sig, size_t *siglen, char *err, size_t errn) {
+	int ok = EVP_PKEY_sign(ctx, sig, siglen, digest, 32) > 0;
 	if (!ok) {
 		wx_error(err, errn);
 	}
-	EVP_PKEY_CTX_free(ctx);
 	return ok;
 }
 
 // wx_verify returns 1 when sig is the signature of digest; a mismatch, or
 // a signature of the wrong length, is 0, its queued errors dropped.
-static int wx_verify(EVP_PKEY *k, const unsigned char *digest, const unsigned char *sig, size_t siglen) {
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(k, NULL);
-	int ok = ctx != NULL
-		&& EVP_PKEY_verify_init(ctx) > 0
-		&& EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0
-		&& EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0
-		&& EVP_PKEY_verify(ctx, sig, siglen, digest, 32) == 1;
+static int wx_verify(EVP_PKEY_CTX *ctx, const unsigned char *digest, const unsigned char *sig, size_t siglen) {
+	int ok = EVP_PKEY_verify(ctx, sig, siglen, digest, 32) == 1;
 	ERR_clear_error();
-	EVP_PKEY_CTX_free(ctx);
 	return ok;
 }
 */
@@ -114,6 +121,64 @@ var initLibcrypto = sync.OnceValue(func() error {
 type libcryptoKey struct {
 	pkey *C.EVP_PKEY
 	size int // signature length in bytes
+	ctxs *ctxPool
+}
+
+// ctxPool keeps contexts of one key made for one operation, so that a
+// signature or verification does not make and set one up each time (about
+// 5 µs of a signature's 270, 7 µs of a verification's 22). A context is
+// used by one goroutine at a time; the pool keeps at most its capacity,
+// freeing the rest, and is freed with its key.
+type ctxPool struct {
+	pkey *C.EVP_PKEY
+	sign C.int
+	idle chan *C.EVP_PKEY_CTX
+}
+
+func newCtxPool(pkey *C.EVP_PKEY, sign bool) *ctxPool {
+	p := &ctxPool{pkey: pkey, idle: make(chan *C.EVP_PKEY_CTX, 2*runtime.NumCPU())}
+	if sign {
+		p.sign = 1
+	}
+	return p
+}
+
+// get returns an idle context, or a new one.
+func (p *ctxPool) get() (*C.EVP_PKEY_CTX, error) {
+	select {
+	case c := <-p.idle:
+		return c, nil
+	default:
+	}
+	var msg [errBufLen]C.char
+	c := C.wx_ctx(p.pkey, p.sign, &msg[0], errBufLen)
+	if c == nil {
+		return nil, errors.New("OpenSSL: " + C.GoString(&msg[0]))
+	}
+	return c, nil
+}
+
+// put gives c back, or frees it when the pool is full.
+func (p *ctxPool) put(c *C.EVP_PKEY_CTX) {
+	select {
+	case p.idle <- c:
+	default:
+		C.EVP_PKEY_CTX_free(c)
+	}
+}
+
+// free frees the idle contexts and the key (which the contexts held a
+// reference to): the key's cleanup, once no signature can be in progress.
+func (p *ctxPool) free() {
+	for {
+		select {
+		case c := <-p.idle:
+			C.EVP_PKEY_CTX_free(c)
+		default:
+			C.EVP_PKEY_free(p.pkey)
+			return
+		}
+	}
 }
 
 // errBufLen bounds an OpenSSL error description.
@@ -130,8 +195,8 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 	if p == nil {
 		return nil, fmt.Errorf("wxpay: OpenSSL cannot load the private key: %s", C.GoString(&msg[0]))
 	}
-	k := &libcryptoKey{pkey: p, size: int(C.EVP_PKEY_get_size(p))}
-	runtime.AddCleanup(k, func(p *C.EVP_PKEY) { C.EVP_PKEY_free(p) }, p)
+	k := &libcryptoKey{pkey: p, size: int(C.EVP_PKEY_get_size(p)), ctxs: newCtxPool(p, true)}
+	runtime.AddCleanup(k, (*ctxPool).free, k.ctxs)
 	// A self-check: the key libcrypto holds is the key given.
 	var digest [sha256.Size]byte
 	sig, err := k.signDigest(&digest)
@@ -145,10 +210,15 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 }
 
 func (k *libcryptoKey) signDigest(digest *[sha256.Size]byte) ([]byte, error) {
+	ctx, err := k.ctxs.get()
+	if err != nil {
+		return nil, err
+	}
 	sig := make([]byte, k.size)
 	n := C.size_t(len(sig))
 	var msg [errBufLen]C.char
-	ok := C.wx_sign(k.pkey, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), &n, &msg[0], errBufLen)
+	ok := C.wx_sign(ctx, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), &n, &msg[0], errBufLen)
+	k.ctxs.put(ctx)
 	runtime.KeepAlive(k) // the key is not freed while libcrypto uses it
 	if ok != 1 {
 		return nil, errors.New("OpenSSL: " + C.GoString(&msg[0]))
@@ -157,7 +227,7 @@ func (k *libcryptoKey) signDigest(digest *[sha256.Size]byte) ([]byte, error) {
 }
 
 // libcryptoPublicKey is an RSA public key held by libcrypto.
-type libcryptoPublicKey struct{ pkey *C.EVP_PKEY }
+type libcryptoPublicKey struct{ ctxs *ctxPool }
 
 func newDigestVerifier(key *rsa.PublicKey) (digestVerifier, error) {
 	if err := initLibcrypto(); err != nil {
@@ -169,8 +239,8 @@ func newDigestVerifier(key *rsa.PublicKey) (digestVerifier, error) {
 	if p == nil {
 		return nil, fmt.Errorf("OpenSSL cannot load the public key: %s", C.GoString(&msg[0]))
 	}
-	k := &libcryptoPublicKey{pkey: p}
-	runtime.AddCleanup(k, func(p *C.EVP_PKEY) { C.EVP_PKEY_free(p) }, p)
+	k := &libcryptoPublicKey{ctxs: newCtxPool(p, false)}
+	runtime.AddCleanup(k, (*ctxPool).free, k.ctxs)
 	return k, nil
 }
 
@@ -178,7 +248,12 @@ func (k *libcryptoPublicKey) verifyDigest(digest *[sha256.Size]byte, sig []byte)
 	if len(sig) == 0 {
 		return rsa.ErrVerification
 	}
-	ok := C.wx_verify(k.pkey, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), C.size_t(len(sig)))
+	ctx, err := k.ctxs.get()
+	if err != nil {
+		return err
+	}
+	ok := C.wx_verify(ctx, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), C.size_t(len(sig)))
+	k.ctxs.put(ctx)
 	runtime.KeepAlive(k)
 	if ok != 1 {
 		return rsa.ErrVerification

@@ -98,4 +98,44 @@ func TestVerifierMatchesCryptoRSA(t *testing.T) {
 	if err := dv.verifyDigest(&otherDigest, sig); err == nil {
 		t.Error("the signature of another digest is accepted")
 	}
+	// The refusals leave the verifier (its reused contexts) as it was.
+	if err := dv.verifyDigest(&sum, sig); err != nil {
+		t.Errorf("after the refusals, the valid signature is refused: %v", err)
+	}
+}
+
+// TestVerifierConcurrently: goroutines verifying at once (the OpenSSL
+// build shares contexts between them, one at a time), good signatures
+// among refused ones, each get crypto/rsa's verdict.
+func TestVerifierConcurrently(t *testing.T) {
+	key := keys(t).wechat
+	dv, err := newDigestVerifier(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 8, 25
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		sums := make([][sha256.Size]byte, each)
+		sigs := make([][]byte, each)
+		for i := range sums {
+			sums[i] = sha256.Sum256([]byte{byte(g), byte(i)})
+			sigs[i], err = rsa.SignPKCS1v15(nil, key, crypto.SHA256, sums[i][:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%3 == 0 {
+				sigs[i][i] ^= 1 // refused
+			}
+		}
+		wg.Go(func() {
+			for i := range sums {
+				want := rsa.VerifyPKCS1v15(&key.PublicKey, crypto.SHA256, sums[i][:], sigs[i]) == nil
+				if got := dv.verifyDigest(&sums[i], sigs[i]) == nil; got != want {
+					t.Errorf("signature %d/%d: accepted %v, crypto/rsa %v", g, i, got, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
