@@ -39,7 +39,6 @@ const (
 func run(ctx context.Context, o options, progress io.Writer) (c counts, problems []string, err error) {
 	began := time.Now()
 	defer func() { c.Wall = time.Since(began) }()
-	defer childproc.StopAll()
 	tmp, err := os.MkdirTemp("", "wxcancel-chaos-")
 	if err != nil {
 		return c, nil, err
@@ -70,123 +69,31 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 	}
 	defer stopSim()
 
-	// nats-server, on a port of its own that a restart keeps.
-	port, err := freePort()
+	cl, err := startCluster(ctx, o, tmp, simURL, keys)
 	if err != nil {
 		return c, nil, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return c, nil, err
-	}
-	store := filepath.Join(tmp, "nats")
-	startNATS := func() (*childproc.Proc, error) {
-		p, _, err := childproc.Start(ctx, "nats-server", self, []string{"-child=nats", "-store", store, "-port", strconv.Itoa(port)},
-			os.Environ(), filepath.Join(tmp, "nats.log"), true, 30*time.Second)
-		return p, err
-	}
-	ns, err := startNATS()
-	if err != nil {
-		return c, nil, err
-	}
-	natsURL := "nats://127.0.0.1:" + strconv.Itoa(port)
-
-	// The instances.
-	env := append(os.Environ(), keys.Env()...)
-	env = append(env, "NATS_URL="+natsURL, "WXPAY_BASE_URL="+simURL, "WXPAY_BACKUP_BASE_URL=-",
-		"WXCANCEL_CONCURRENCY=16", "WXPAY_RETRY_INITIAL_INTERVAL=20ms", "WXPAY_RETRY_MAX_INTERVAL=200ms", "WXPAY_RETRY_MAX_ELAPSED=1s",
-		"WXCANCEL_MAX_DELIVER=8", "WXCANCEL_REDELIVERY_DELAY=100ms", "WXCANCEL_ACK_WAIT=3s", "WXCANCEL_SHUTDOWN_TIMEOUT=3s",
-		"WXCANCEL_TRACK_INTERVAL=500ms", "WXCANCEL_TRACK_MAX_INTERVAL=2s", "WXCANCEL_TRACK_RATE=100", "WXCANCEL_LOG_LEVEL=debug")
-	var logs []string
-	start := func(i int) (*childproc.Proc, error) {
-		ops, err := childproc.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		log := filepath.Join(tmp, "serve-"+strconv.Itoa(i)+".log")
-		p, _, err := childproc.Start(ctx, "serve "+strconv.Itoa(i), o.serviceBin, []string{"serve"},
-			append(env, "WXCANCEL_HTTP_ADDR="+ops), log, false, 0)
-		if err != nil {
-			return nil, err
-		}
-		return p, p.AwaitOK(ctx, "http://"+ops+"/readyz", 60*time.Second)
-	}
-	instances := make([]*childproc.Proc, o.instances)
-	for i := range instances {
-		logs = append(logs, filepath.Join(tmp, "serve-"+strconv.Itoa(i)+".log"))
-	}
-	// The first instance provisions; then the commands stream forgets ids
-	// after a second, so that an id sent again reaches the service and is
-	// answered from its record, and the instances, started again and again,
-	// only look their objects up (provisioning would restore the window).
-	if instances[0], err = start(0); err != nil {
-		return c, nil, err
-	}
-	nc, err := nats.Connect(natsURL, nats.Name("wxcancel-chaos"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		return c, nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return c, nil, err
-	}
-	if err := forgetSooner(ctx, js); err != nil {
-		return c, nil, err
-	}
-	env = append(env, "WXCANCEL_PROVISION=false")
-	for i := 1; i < len(instances); i++ {
-		if instances[i], err = start(i); err != nil {
-			return c, nil, err
-		}
-	}
-	fmt.Fprintf(progress, "%d instances ready; nats-server on %s\n", o.instances, natsURL)
+	defer cl.nc.Close()
+	fmt.Fprintf(progress, "%d instances ready; nats-server on %s\n", o.instances, cl.natsURL)
 
 	// The load, while instances and nats-server are killed.
 	l := newLoad(sim, o.seed, sec)
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var loadErr error
 	var loaded sync.WaitGroup
-	loaded.Add(1)
-	go func() {
-		defer loaded.Done()
-		loadErr = generate(loadCtx, js, l, o.rate, &c.Resent)
-	}()
-	rng := mrand.New(mrand.NewPCG(o.seed, 1))
-	every := max(o.kills/(o.natsRestarts+1), 1)
-	for k := range o.kills {
-		pause := 500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
-		if sleep(ctx, pause) != nil {
-			break
-		}
-		i := rng.IntN(len(instances))
-		instances[i].Kill()
-		c.Kills++
-		if instances[i], err = start(i); err != nil {
-			stopLoad()
-			return c, nil, fmt.Errorf("restarting instance %d: %w", i, err)
-		}
-		if (k+1)%every == 0 && c.NATSRestarts < o.natsRestarts {
-			ns.Kill()
-			c.NATSRestarts++
-			_ = sleep(ctx, 500*time.Millisecond)
-			if ns, err = startNATS(); err != nil {
-				stopLoad()
-				return c, nil, fmt.Errorf("restarting nats-server: %w", err)
-			}
-		}
-		if k%10 == 9 {
-			fmt.Fprintf(progress, "  %d kills, %d NATS restarts, %d commands sent\n", c.Kills, c.NATSRestarts, len(l.byID))
-		}
-	}
-	if o.kills == 0 { // still a load of some length
-		_ = sleep(ctx, 5*time.Second)
-	}
+	loaded.Go(func() { loadErr = generate(loadCtx, cl.js, l, o.rate, &c.Resent) })
+	err = cl.havoc(ctx, o, &c, func() {
+		fmt.Fprintf(progress, "  %d kills, %d NATS restarts, %d commands sent\n", c.Kills, c.NATSRestarts, len(l.byID))
+	})
 	stopLoad()
 	loaded.Wait()
+	if err != nil {
+		return c, nil, err
+	}
 	if loadErr != nil && ctx.Err() == nil {
 		return c, nil, loadErr
 	}
+
 	c.Commands = len(l.byID)
 	fmt.Fprintf(progress, "waiting for the outcomes of %d commands ...\n", c.Commands)
 	topo := consumer.NewTopology(consumer.DefaultConfig())
@@ -194,31 +101,27 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 	for id := range l.byID {
 		ids = append(ids, id)
 	}
-	st, err := waitOutcomes(ctx, js, topo.Events.Name, ids, 3*time.Minute)
+	st, err := waitOutcomes(ctx, cl.js, topo.Events.Name, ids, 3*time.Minute)
 	if err != nil {
 		return c, nil, err
 	}
 	fmt.Fprintln(progress, "waiting for tracking to drain ...")
-	tracked := waitTracking(ctx, js, topo, 2*o.revokeAfter+2*time.Minute)
-	if st, err = readEvents(ctx, js, topo.Events.Name); err != nil {
+	tracked := waitTracking(ctx, cl.js, topo, 2*o.revokeAfter+2*time.Minute)
+	if st, err = readEvents(ctx, cl.js, topo.Events.Name); err != nil {
 		return c, nil, err
 	}
 	problems = check(&c, l, st, sim, tracked)
 
 	// The hostile phase: no request may follow.
 	fmt.Fprintln(progress, "hostile inputs ...")
-	hp, err := hostile(ctx, js, sim, o.seed, &c)
+	hp, err := hostile(ctx, cl.js, sim, o.seed, &c)
 	if err != nil {
 		return c, problems, err
 	}
 	problems = append(problems, hp...)
 
-	for i, p := range instances {
-		if err := p.Stop(15 * time.Second); err != nil {
-			problems = append(problems, fmt.Sprintf("instance %d did not stop cleanly: %v", i, err))
-		}
-	}
-	found, err := sec.scan(logs)
+	problems = append(problems, cl.stopInstances()...)
+	found, err := sec.scan(cl.logs)
 	if err != nil {
 		return c, problems, err
 	}
@@ -227,6 +130,145 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 		problems = append(problems, "secret in a log: "+abbreviate(f, 200))
 	}
 	return c, problems, nil
+}
+
+// cluster is a run's nats-server and service instances, each a child
+// process (stopped by childproc.StopAll), and the run's own connection.
+type cluster struct {
+	ctx        context.Context
+	tmp        string // the run's directory: stores and logs
+	self       string // this executable, which runs nats-server as a child
+	port       int    // nats-server's, kept across its restarts
+	natsURL    string
+	ns         *childproc.Proc
+	serviceBin string
+	env        []string // the instances'
+	instances  []*childproc.Proc
+	logs       []string // the instances' log files
+	nc         *nats.Conn
+	js         jetstream.JetStream
+}
+
+// startCluster starts nats-server and o.instances instances of the
+// service talking to the simulator at simURL. The first instance
+// provisions; then the commands stream forgets ids after a second, so
+// that an id sent again reaches the service and is answered from its
+// record, and the instances, started again and again, only look their
+// objects up (provisioning would restore the window).
+func startCluster(ctx context.Context, o options, tmp, simURL string, keys wxpaysim.KeyFiles) (*cluster, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cl := &cluster{ctx: ctx, tmp: tmp, self: self, port: port, natsURL: "nats://127.0.0.1:" + strconv.Itoa(port),
+		serviceBin: o.serviceBin, instances: make([]*childproc.Proc, o.instances)}
+	if err := cl.startNATS(); err != nil {
+		return nil, err
+	}
+	cl.env = append(os.Environ(), keys.Env()...)
+	cl.env = append(cl.env, "NATS_URL="+cl.natsURL, "WXPAY_BASE_URL="+simURL, "WXPAY_BACKUP_BASE_URL=-",
+		"WXCANCEL_CONCURRENCY=16", "WXPAY_RETRY_INITIAL_INTERVAL=20ms", "WXPAY_RETRY_MAX_INTERVAL=200ms", "WXPAY_RETRY_MAX_ELAPSED=1s",
+		"WXCANCEL_MAX_DELIVER=8", "WXCANCEL_REDELIVERY_DELAY=100ms", "WXCANCEL_ACK_WAIT=3s", "WXCANCEL_SHUTDOWN_TIMEOUT=3s",
+		"WXCANCEL_TRACK_INTERVAL=500ms", "WXCANCEL_TRACK_MAX_INTERVAL=2s", "WXCANCEL_TRACK_RATE=100", "WXCANCEL_LOG_LEVEL=debug")
+	for i := range cl.instances {
+		cl.logs = append(cl.logs, filepath.Join(tmp, "serve-"+strconv.Itoa(i)+".log"))
+	}
+	if err := cl.startInstance(0); err != nil {
+		return nil, err
+	}
+	if cl.nc, err = nats.Connect(cl.natsURL, nats.Name("wxcancel-chaos"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
+		return nil, err
+	}
+	if cl.js, err = jetstream.New(cl.nc); err == nil {
+		err = forgetSooner(ctx, cl.js)
+	}
+	if err != nil {
+		cl.nc.Close()
+		return nil, err
+	}
+	cl.env = append(cl.env, "WXCANCEL_PROVISION=false")
+	for i := 1; i < len(cl.instances); i++ {
+		if err := cl.startInstance(i); err != nil {
+			cl.nc.Close()
+			return nil, err
+		}
+	}
+	return cl, nil
+}
+
+// startNATS starts nats-server on the cluster's port and store.
+func (cl *cluster) startNATS() (err error) {
+	cl.ns, _, err = childproc.Start(cl.ctx, "nats-server", cl.self,
+		[]string{"-child=nats", "-store", filepath.Join(cl.tmp, "nats"), "-port", strconv.Itoa(cl.port)},
+		os.Environ(), filepath.Join(cl.tmp, "nats.log"), true, 30*time.Second)
+	return err
+}
+
+// startInstance starts instance i and waits until it is ready.
+func (cl *cluster) startInstance(i int) error {
+	ops, err := childproc.FreeAddr()
+	if err != nil {
+		return err
+	}
+	p, _, err := childproc.Start(cl.ctx, "serve "+strconv.Itoa(i), cl.serviceBin, []string{"serve"},
+		append(cl.env, "WXCANCEL_HTTP_ADDR="+ops), cl.logs[i], false, 0)
+	if err != nil {
+		return err
+	}
+	cl.instances[i] = p
+	return p.AwaitOK(cl.ctx, "http://"+ops+"/readyz", 60*time.Second)
+}
+
+// havoc kills o.kills instances at random, 0.5 to 2 s apart, restarting
+// each at once, and nats-server o.natsRestarts times among them, counting
+// them in c; report is called every ten kills. Without kills it waits 5 s,
+// for a load of some length.
+func (cl *cluster) havoc(ctx context.Context, o options, c *counts, report func()) error {
+	rng := mrand.New(mrand.NewPCG(o.seed, 1))
+	every := max(o.kills/(o.natsRestarts+1), 1)
+	for k := range o.kills {
+		pause := 500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
+		if sleep(ctx, pause) != nil {
+			return nil
+		}
+		i := rng.IntN(len(cl.instances))
+		cl.instances[i].Kill()
+		c.Kills++
+		if err := cl.startInstance(i); err != nil {
+			return fmt.Errorf("restarting instance %d: %w", i, err)
+		}
+		if (k+1)%every == 0 && c.NATSRestarts < o.natsRestarts {
+			cl.ns.Kill()
+			c.NATSRestarts++
+			_ = sleep(ctx, 500*time.Millisecond)
+			if err := cl.startNATS(); err != nil {
+				return fmt.Errorf("restarting nats-server: %w", err)
+			}
+		}
+		if k%10 == 9 {
+			report()
+		}
+	}
+	if o.kills == 0 {
+		_ = sleep(ctx, 5*time.Second)
+	}
+	return nil
+}
+
+// stopInstances stops every instance gracefully and returns a problem for
+// each that did not stop cleanly.
+func (cl *cluster) stopInstances() []string {
+	var problems []string
+	for i, p := range cl.instances {
+		if err := p.Stop(15 * time.Second); err != nil {
+			problems = append(problems, fmt.Sprintf("instance %d did not stop cleanly: %v", i, err))
+		}
+	}
+	return problems
 }
 
 // resendWindow is the commands stream's duplicate window in a chaos run.
