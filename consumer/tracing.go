@@ -140,6 +140,11 @@ func (s *Service) startDelivery(ctx context.Context, d *delivery) context.Contex
 			attrCommandType.String(d.ctype),
 			attrDelivery.Int64(int64(d.number)),
 		))
+	// The delivery's log lines name its span, so that a trace is found
+	// from a log line and back, for a command without a traceparent too.
+	if sc := d.span.SpanContext(); sc.IsValid() {
+		d.log = d.log.With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+	}
 	return ctx
 }
 

@@ -263,6 +263,9 @@ func TestTraceStartsWithoutTraceparent(t *testing.T) {
 	if got := e.Header.Get("tracestate"); got != "" {
 		t.Errorf("tracestate %q, want none", got)
 	}
+	if ids := fmt.Sprintf(`"trace_id":"%s","span_id":"%s"`, del.SpanContext().TraceID(), del.SpanContext().SpanID()); !strings.Contains(h.logs.String(), ids) {
+		t.Errorf("no log line of the delivery names its span (%s)", ids)
+	}
 	if kids := st.children(del); !slices.Contains(kids, "GET validate-cancel") || !slices.Contains(kids, "outcome read") {
 		t.Errorf("children %q", kids)
 	}
