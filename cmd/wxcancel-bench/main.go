@@ -251,8 +251,8 @@ func benchmark(ctx context.Context, o options, progress io.Writer) (*Results, er
 				firstErr = fmt.Errorf("run %s: %w", spec.Name, err)
 			}
 		} else {
-			fmt.Fprintf(progress, "  %-14s %.0f commands/s, service CPU %.3f ms/command, efficiency %.3f, peak RSS %.0f MB\n",
-				spec.Name, r.Rate, r.CPUPerCommandMS, r.Efficiency, r.PeakRSSMB)
+			fmt.Fprintf(progress, "  %-14s %.0f commands/s, service CPU %.3f ms/command, efficiency %.3f, %.1f KB allocated/command, peak RSS %.0f MB\n",
+				spec.Name, r.Rate, r.CPUPerCommandMS, r.Efficiency, r.AllocKBPerCommand, r.PeakRSSMB)
 		}
 		res.Runs = append(res.Runs, r)
 		return &res.Runs[len(res.Runs)-1]

@@ -122,9 +122,13 @@ type Run struct {
 	// beyond the last finite bound).
 	WaitP99MS map[string]float64 `json:"wait_p99_ms,omitempty"`
 
-	PeakRSSMB float64        `json:"peak_rss_mb"`
-	Outcomes  map[string]int `json:"outcomes"`
-	AllOK     bool           `json:"all_succeeded"`
+	PeakRSSMB float64 `json:"peak_rss_mb"`
+	// AllocKBPerCommand is what the service's heap allocated during the
+	// run (go_memstats_alloc_bytes_total), per command: unlike CPU, it
+	// hardly moves with the machine, so that it shows small changes.
+	AllocKBPerCommand float64        `json:"alloc_kb_per_command,omitempty"`
+	Outcomes          map[string]int `json:"outcomes"`
+	AllOK             bool           `json:"all_succeeded"`
 
 	StatusEvents   int `json:"status_events"`
 	DuplicateEvent int `json:"duplicate_outcome_events"`
@@ -243,6 +247,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	if err != nil {
 		return res, err
 	}
+	alloc0, allocOK := scrapeValue(opsAddr, allocMetric)
 	nats0, _ := procCPU(natsProc.PID())
 	sampler0, _ := procCPU(sampler.PID())
 	drain(sampler.Lines) // samples of the idle machine
@@ -296,6 +301,9 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	wall := time.Since(wall0)
 	hwm, _ := procHWM(svc.PID())
 	res.WaitMS, res.WaitP99MS = scrapeWaits(opsAddr)
+	if alloc1, ok := scrapeValue(opsAddr, allocMetric); ok && allocOK && n > 0 {
+		res.AllocKBPerCommand = (alloc1 - alloc0) / float64(n) / 1024
+	}
 	floorAfter, ferr := b.meter.measure(b.floorSigns, 1)
 	if err == nil {
 		err = ferr
@@ -627,6 +635,31 @@ func sampleInFlight(addr string, stop <-chan struct{}) float64 {
 			}
 		}
 	}
+}
+
+// allocMetric counts the bytes the service's heap has allocated.
+const allocMetric = "go_memstats_alloc_bytes_total"
+
+// scrapeValue reads the value of an unlabelled metric from the service's
+// /metrics; false when it cannot be read.
+func scrapeValue(addr, name string) (float64, bool) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // waitHistograms are the service's histograms scrapeWaits reads: metric
