@@ -107,9 +107,10 @@ func runServe(ctx context.Context, a *app, args []string) error {
 
 // defaultGCPercent is serve's GOGC when the environment sets none. The
 // service's live heap is small (a few MB at concurrency 256) and it
-// allocates some 90 KB per command, so Go's default of 100 collects several
-// times a second for little memory saved; at 400 the heap peaks at a few tens
-// of MB and the collector costs a quarter as much (README, Performance).
+// allocates some 26 KB per command (make bench: alloc_kb_per_command), so
+// Go's default of 100 collects several times a second for little memory
+// saved; at 400 the heap peaks at a few tens of MB and the collector costs
+// a quarter as much (README, Performance).
 const defaultGCPercent = 400
 
 // envBool reads a boolean environment variable: true for 1, t, true, yes or
