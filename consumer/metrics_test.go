@@ -9,34 +9,30 @@ import (
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
-// gauges gathers reg and returns the value of every unlabelled gauge.
-func gauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+// gathered gathers reg: the names of the families with series, and the
+// value of every unlabelled gauge.
+func gathered(t *testing.T, reg *prometheus.Registry) (families map[string]bool, gauges map[string]float64) {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]float64{}
+	families, gauges = map[string]bool{}, map[string]float64{}
 	for _, mf := range mfs {
-		if ms := mf.GetMetric(); len(ms) == 1 && len(ms[0].GetLabel()) == 0 && ms[0].Gauge != nil {
-			out[mf.GetName()] = ms[0].GetGauge().GetValue()
+		ms := mf.GetMetric()
+		families[mf.GetName()] = len(ms) > 0
+		if len(ms) == 1 && len(ms[0].GetLabel()) == 0 && ms[0].Gauge != nil {
+			gauges[mf.GetName()] = ms[0].GetGauge().GetValue()
 		}
 	}
-	return out
+	return families, gauges
 }
 
-// families are the names of the families reg has series of.
-func families(t *testing.T, reg *prometheus.Registry) map[string]bool {
+// gauges is the value of every unlabelled gauge of reg.
+func gauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]bool{}
-	for _, mf := range mfs {
-		out[mf.GetName()] = len(mf.GetMetric()) > 0
-	}
-	return out
+	_, g := gathered(t, reg)
+	return g
 }
 
 // The metrics an operator alerts on are there before anything happened,
@@ -47,7 +43,7 @@ func TestMetricsReportLagAndReadiness(t *testing.T) {
 	a := h.start("a")
 	h.eventually("instance a ready", a.svc.Ready)
 
-	fams := families(t, a.reg)
+	fams, _ := gathered(t, a.reg)
 	for _, name := range []string{"wxcancel_commands_total", "wxcancel_dead_letters_total", "wxcancel_redeliveries_total",
 		"wxcancel_wxpay_signature_failures_total", "wxcancel_wxpay_retries_total", "wxcancel_wxpay_request_duration_seconds",
 		"wxcancel_jetstream_failures_total", "wxcancel_jetstream_duration_seconds", "wxcancel_track_polls_total",

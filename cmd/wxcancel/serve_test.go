@@ -207,17 +207,11 @@ func (s *served) stop(t *testing.T) int {
 	return -1
 }
 
-// TestServe runs the serve subcommand against a NATS server and the
-// simulator: it becomes ready, executes a command, exposes metrics and
-// exits 0 on shutdown.
-func TestServe(t *testing.T) {
-	s := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
-	ns, sim, get, stderr := s.ns, s.sim, s.get, s.stderr
-	if code, body := get("/healthz"); code != http.StatusOK {
-		t.Errorf("/healthz: %d %s", code, body)
-	}
-
-	nc, err := nats.Connect(ns.ClientURL())
+// validate sends a validate-cancel command with id and header (nil: none)
+// and returns its outcome event.
+func (s *served) validate(t *testing.T, id string, header nats.Header) *nats.Msg {
+	t.Helper()
+	nc, err := nats.Connect(s.ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,15 +222,32 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := nats.NewMsg("wxpay.cmd.validate-cancel")
-	msg.Header.Set(jetstream.MsgIDHeader, "serve-1")
+	for k, v := range header {
+		msg.Header[k] = v
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
 	msg.Data = []byte(`{"sub_mchid":"1900000109"}`)
 	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
 		t.Fatal(err)
 	}
 	ev, err := sub.NextMsg(30 * time.Second)
 	if err != nil {
-		t.Fatalf("no outcome event: %v\n%s", err, stderr.String())
+		t.Fatalf("no outcome event: %v\n%s", err, s.stderr.String())
 	}
+	return ev
+}
+
+// TestServe runs the serve subcommand against a NATS server and the
+// simulator: it becomes ready, executes a command, exposes metrics and
+// exits 0 on shutdown.
+func TestServe(t *testing.T) {
+	s := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	sim, get, stderr := s.sim, s.get, s.stderr
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+
+	ev := s.validate(t, "serve-1", nil)
 	var ce struct {
 		Type    string `json:"type"`
 		Subject string `json:"subject"`

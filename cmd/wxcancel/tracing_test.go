@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -184,28 +183,8 @@ func TestServeExportsTraces(t *testing.T) {
 			t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
 
 			s := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
-			nc, err := nats.Connect(s.ns.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			js, _ := jetstream.New(nc)
-			sub, err := nc.SubscribeSync("wxpay.evt.validate-cancel.>")
-			if err != nil {
-				t.Fatal(err)
-			}
 			const traceID, parentID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-			msg := nats.NewMsg("wxpay.cmd.validate-cancel")
-			msg.Header.Set(jetstream.MsgIDHeader, "traced-1")
-			msg.Header.Set("traceparent", "00-"+traceID+"-"+parentID+"-01")
-			msg.Data = []byte(`{"sub_mchid":"1900000109"}`)
-			if _, err := js.PublishMsg(t.Context(), msg); err != nil {
-				t.Fatal(err)
-			}
-			ev, err := sub.NextMsg(30 * time.Second)
-			if err != nil {
-				t.Fatalf("no outcome event: %v\n%s", err, s.stderr.String())
-			}
+			ev := s.validate(t, "traced-1", nats.Header{"traceparent": {"00-" + traceID + "-" + parentID + "-01"}})
 			if c := s.stop(t); c != exitOK {
 				t.Fatalf("serve exited %d:\n%s", c, s.stderr.String())
 			}
