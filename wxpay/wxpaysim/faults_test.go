@@ -228,8 +228,14 @@ func TestFaultKinds(t *testing.T) {
 			if a := log.list(); len(a) != 2 || !a[0].Sent || !a[0].Retry {
 				t.Errorf("attempts %+v, want a sent attempt without an answer, then a success", a)
 			}
-			if got := e.statuses(); !slices.Equal(got, []string{"OK", "dropped/hang", "OK"}) {
-				t.Errorf("requests %v, want the dropped one and one retry, signed afresh", got)
+			// The attempt ends when net/http takes a second connection for
+			// it, but the copy it then sends may still reach the simulator,
+			// which refuses its repeated nonce: harmless (a GET), and never
+			// seen by the client, whose retry is signed afresh.
+			got := e.statuses()
+			resent := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return s != "Unauthorized" })
+			if !slices.Equal(slices.DeleteFunc(got, func(s string) bool { return s == "Unauthorized" }), []string{"OK", "dropped/hang", "OK"}) || len(resent) > 1 {
+				t.Errorf("requests %v, want the dropped one and one retry, signed afresh (and at most one copy of the dropped one refused)", e.statuses())
 			}
 		},
 		"drop_before": func(t *testing.T) {
