@@ -55,8 +55,12 @@ else
 	$(GO) run ./cmd/wxcancel-bench $(BENCHFLAGS)
 endif
 
-chaos: ## kill instances and nats-server under load, check the delivery guarantees (CHAOSFLAGS, e.g. -seed 7)
+chaos: ## kill instances and nats-server under load, check the delivery guarantees (CHAOSFLAGS, e.g. -seed 7), with SIGNER's signer
+ifeq ($(SIGNER),openssl)
+	$(GO) run -tags openssl ./cmd/wxcancel-chaos $(CHAOSFLAGS)
+else
 	$(GO) run ./cmd/wxcancel-chaos $(CHAOSFLAGS)
+endif
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	@for pkg in $$($(GO) list $(PKGS)); do \

@@ -209,7 +209,7 @@ func benchmark(ctx context.Context, o options, progress io.Writer) (*Results, er
 	}
 	if b.serviceBin == "" {
 		fmt.Fprintln(progress, "building ./cmd/wxcancel ...")
-		if b.serviceBin, err = buildService(ctx, tmp); err != nil {
+		if b.serviceBin, err = childproc.BuildService(ctx, tmp, wxpay.OpenSSLSigner); err != nil {
 			return nil, err
 		}
 	}
@@ -315,31 +315,6 @@ func benchmark(ctx context.Context, o options, progress io.Writer) (*Results, er
 		return res, ctx.Err()
 	}
 	return res, firstErr
-}
-
-// buildService builds ./cmd/wxcancel of the module the benchmark runs in.
-func buildService(ctx context.Context, tmp string) (string, error) {
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	if root == "." || root == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
-		return "", errors.New("not inside the wxcancel module: run from the repository, or pass -service-bin")
-	}
-	bin := filepath.Join(tmp, "wxcancel")
-	// The service signs as the floor is measured: with this program's
-	// signer.
-	args := []string{"build", "-o", bin}
-	if wxpay.OpenSSLSigner {
-		args = append(args, "-tags", "openssl")
-	}
-	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/wxcancel")...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/wxcancel: %w\n%s", err, out)
-	}
-	return bin, nil
 }
 
 func gitCommit() string {

@@ -99,21 +99,6 @@ func threadCPU() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// childEnv is the benchmark's environment without the variables that would
-// change what a child or the service does, plus extra.
-func childEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "WXCANCEL_") || strings.HasPrefix(k, "WXPAY_") || strings.HasPrefix(k, "NATS_") ||
-			k == "GOMAXPROCS" || k == benchChildEnv {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
 // machineCPU returns the busy and total CPU time of the whole machine, all
 // cores, from the first line of /proc/stat.
 func machineCPU() (busy, total time.Duration, err error) {

@@ -247,7 +247,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	if err != nil {
 		return res, err
 	}
-	alloc0, allocOK := scrapeValue(opsAddr, allocMetric)
+	alloc0, allocErr := scrapeCounter(opsAddr, allocMetric)
 	nats0, _ := procCPU(natsProc.PID())
 	sampler0, _ := procCPU(sampler.PID())
 	drain(sampler.Lines) // samples of the idle machine
@@ -301,7 +301,7 @@ func (b *bench) run(ctx context.Context, spec runSpec) (res Run, err error) {
 	wall := time.Since(wall0)
 	hwm, _ := procHWM(svc.PID())
 	res.WaitMS, res.WaitP99MS = scrapeWaits(opsAddr)
-	if alloc1, ok := scrapeValue(opsAddr, allocMetric); ok && allocOK && n > 0 {
+	if alloc1, err1 := scrapeCounter(opsAddr, allocMetric); err1 == nil && allocErr == nil && n > 0 {
 		res.AllocKBPerCommand = (alloc1 - alloc0) / float64(n) / 1024
 	}
 	floorAfter, ferr := b.meter.measure(b.floorSigns, 1)
@@ -491,7 +491,6 @@ func waitSettled(ctx context.Context, js jetstream.JetStream, limit time.Duratio
 	}
 }
 
-// startNATS starts the nats-server child, storing under dir.
 // stack is the processes of one run: nats-server and the simulator, child
 // modes of this program with one core's worth of threads each, and the
 // service, with every core.
@@ -538,7 +537,7 @@ func (b *bench) startStack(ctx context.Context, dir string, simArgs, env []strin
 	if st.opsAddr, err = childproc.FreeAddr(); err != nil {
 		return nil, err
 	}
-	svcEnv := append(childEnv(), sr.Keys.Env()...) // GOMAXPROCS unset: the service uses every core
+	svcEnv := append(childproc.Env(), sr.Keys.Env()...) // GOMAXPROCS unset: the service uses every core
 	svcEnv = append(svcEnv, "NATS_URL="+st.natsURL, "WXPAY_BASE_URL="+sr.BaseURL, "WXPAY_BACKUP_BASE_URL=-",
 		"WXCANCEL_HTTP_ADDR="+st.opsAddr, "WXCANCEL_LOG_LEVEL="+b.logLevel)
 	svcEnv = append(append(svcEnv, env...), b.serviceEnv...)
@@ -546,7 +545,7 @@ func (b *bench) startStack(ctx context.Context, dir string, simArgs, env []strin
 		return nil, err
 	}
 	if err := st.svc.AwaitOK(ctx, "http://"+st.opsAddr+"/readyz", 60*time.Second); err != nil {
-		return nil, fmt.Errorf("%w\n  service log %s:%s", err, st.svcLog, childproc.Tail(st.svcLog, 8))
+		return nil, err // AwaitOK's error ends with the log's tail
 	}
 	step("service ready")
 	return st, nil
@@ -554,7 +553,7 @@ func (b *bench) startStack(ctx context.Context, dir string, simArgs, env []strin
 
 // kidEnv is the environment of this program's child modes: one core's
 // worth of threads each.
-func kidEnv() []string { return childEnv("GOMAXPROCS=1", benchChildEnv+"=1") }
+func kidEnv() []string { return childproc.Env("GOMAXPROCS=1", benchChildEnv+"=1") }
 
 // stop stops the simulator and nats-server (Stop of a nil proc does
 // nothing).
@@ -563,6 +562,7 @@ func (st *stack) stop() {
 	_ = st.nats.Stop(10 * time.Second)
 }
 
+// startNATS starts the nats-server child, storing under dir.
 func (b *bench) startNATS(ctx context.Context, dir string, env []string) (*childproc.Proc, childproc.NATSReady, error) {
 	var nr childproc.NATSReady
 	p, line, err := childproc.Start(ctx, "nats-server", b.self, []string{"-child=nats", "-store", filepath.Join(dir, "nats")},
@@ -639,28 +639,6 @@ func sampleInFlight(addr string, stop <-chan struct{}) float64 {
 
 // allocMetric counts the bytes the service's heap has allocated.
 const allocMetric = "go_memstats_alloc_bytes_total"
-
-// scrapeValue reads the value of an unlabelled metric from the service's
-// /metrics; false when it cannot be read.
-func scrapeValue(addr, name string) (float64, bool) {
-	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.SplitSeq(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
-		}
-	}
-	return 0, false
-}
 
 // waitHistograms are the service's histograms scrapeWaits reads: metric
 // name and label → the key of Result.WaitMS (the label's value, or the key

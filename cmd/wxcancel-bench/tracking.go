@@ -95,7 +95,8 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 		return res, err
 	}
 	res.SeedSeconds = time.Since(began).Seconds()
-	if err := waitGauge(ctx, opsAddr, tracked, time.Minute); err != nil {
+	if err := waitMetric(ctx, opsAddr, "wxcancel_tracked_resources", float64(tracked), time.Minute,
+		fmt.Sprintf("the service did not see the %d resources tracked", tracked)); err != nil {
 		return res, err
 	}
 
@@ -124,7 +125,7 @@ func (b *bench) runTracking(ctx context.Context, spec trackingSpec) (res Trackin
 	if err := seedTracking(ctx, js, due, "D", backlog); err != nil {
 		return res, err
 	}
-	if err := waitPolls(ctx, opsAddr, 1, 30*time.Second); err != nil {
+	if err := waitMetric(ctx, opsAddr, "wxcancel_track_polls_total", 1, 30*time.Second, "no poll"); err != nil {
 		return res, err
 	}
 	if err := sleepCtx(ctx, time.Second); err != nil { // past the first polls
@@ -187,31 +188,16 @@ func seedTracking(ctx context.Context, js jetstream.JetStream, cfg consumer.Conf
 	return errors.Join(<-errs, ctx.Err())
 }
 
-// waitGauge waits until the service's copy holds n tracked resources.
-func waitGauge(ctx context.Context, addr string, n int, limit time.Duration) error {
+// waitMetric waits until the sum of metric's series on the service's
+// /metrics reaches atLeast; what names what was awaited in the error.
+func waitMetric(ctx context.Context, addr, metric string, atLeast float64, limit time.Duration, what string) error {
 	deadline := time.Now().Add(limit)
 	for {
-		if v, err := scrapeCounter(addr, "wxcancel_tracked_resources"); err == nil && int(v) >= n {
+		if v, err := scrapeCounter(addr, metric); err == nil && v >= atLeast {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the service did not see the %d resources tracked within %s", n, limit)
-		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-// waitPolls waits until the service made n polls.
-func waitPolls(ctx context.Context, addr string, n float64, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if v, err := scrapeCounter(addr, "wxcancel_track_polls_total"); err == nil && v >= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no poll within %s", limit)
+			return fmt.Errorf("%s within %s", what, limit)
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err

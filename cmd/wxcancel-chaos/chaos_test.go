@@ -51,7 +51,10 @@ func TestShortChaos(t *testing.T) {
 	}
 }
 
-// TestCheckCounts: the checks count what they are there to count.
+// TestCheckCounts: the checks of outcomes (lost, duplicated), status
+// changes (backwards) and tracking (lost) count what they are there to
+// count. The checks of POSTs read the simulator's request log, which this
+// test leaves empty: they are not exercised here.
 func TestCheckCounts(t *testing.T) {
 	sim, err := wxpaysim.New(wxpaysim.Options{})
 	if err != nil {

@@ -34,14 +34,20 @@ type load struct {
 	rng     *mrand.Rand
 	secrets *secrets
 	mu      sync.Mutex
-	all     []sent            // every command, in order, re-sends included
-	byID    map[string]sent   // each id once
-	apps    []string          // applications commands have named
-	seq     map[string]uint64 // hostile commands without a valid id: their stream sequence
+	all     []sent          // every command, in order, re-sends included
+	byID    map[string]sent // each id once
+	apps    []string        // applications commands have named
+}
+
+// distinct is the number of distinct ids sent so far.
+func (l *load) distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.byID)
 }
 
 func newLoad(sim *wxpaysim.Server, seed uint64, sec *secrets) *load {
-	return &load{sim: sim, rng: mrand.New(mrand.NewPCG(seed, seed^0x5DEECE66D)), secrets: sec, byID: map[string]sent{}, seq: map[string]uint64{}}
+	return &load{sim: sim, rng: mrand.New(mrand.NewPCG(seed, seed^0x5DEECE66D)), secrets: sec, byID: map[string]sent{}}
 }
 
 // subMchids is the pool of sub-merchants the commands name.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"github.com/wxcancel/wxcancel/internal/childproc"
 	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
+	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
 
@@ -56,7 +56,7 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 	}()
 	if o.serviceBin == "" {
 		fmt.Fprintln(progress, "building ./cmd/wxcancel ...")
-		if o.serviceBin, err = build(ctx, tmp); err != nil {
+		if o.serviceBin, err = childproc.BuildService(ctx, tmp, wxpay.OpenSSLSigner); err != nil {
 			return c, nil, err
 		}
 	}
@@ -81,9 +81,9 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var loadErr error
 	var loaded sync.WaitGroup
-	loaded.Go(func() { loadErr = generate(loadCtx, cl.js, l, o.rate, &c.Resent) })
+	loaded.Go(func() { loadErr = generate(loadCtx, cl.js, l, o.rate) })
 	err = cl.havoc(ctx, o, &c, func() {
-		fmt.Fprintf(progress, "  %d kills, %d NATS restarts, %d commands sent\n", c.Kills, c.NATSRestarts, len(l.byID))
+		fmt.Fprintf(progress, "  %d kills, %d NATS restarts, %d commands sent\n", c.Kills, c.NATSRestarts, l.distinct())
 	})
 	stopLoad()
 	loaded.Wait()
@@ -94,7 +94,7 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 		return c, nil, loadErr
 	}
 
-	c.Commands = len(l.byID)
+	c.Commands, c.Resent = len(l.byID), len(l.all)-len(l.byID) // a re-sent id is in all again, not in byID
 	fmt.Fprintf(progress, "waiting for the outcomes of %d commands ...\n", c.Commands)
 	topo := consumer.NewTopology(consumer.DefaultConfig())
 	ids := make([]string, 0, len(l.byID))
@@ -121,7 +121,7 @@ func run(ctx context.Context, o options, progress io.Writer) (c counts, problems
 	problems = append(problems, hp...)
 
 	problems = append(problems, cl.stopInstances()...)
-	found, err := sec.scan(cl.logs)
+	found, err := sec.scan(append(cl.logs, filepath.Join(cl.tmp, "nats.log")))
 	if err != nil {
 		return c, problems, err
 	}
@@ -169,7 +169,7 @@ func startCluster(ctx context.Context, o options, tmp, simURL string, keys wxpay
 	if err := cl.startNATS(); err != nil {
 		return nil, err
 	}
-	cl.env = append(os.Environ(), keys.Env()...)
+	cl.env = childproc.Env(keys.Env()...)
 	cl.env = append(cl.env, "NATS_URL="+cl.natsURL, "WXPAY_BASE_URL="+simURL, "WXPAY_BACKUP_BASE_URL=-",
 		"WXCANCEL_CONCURRENCY=16", "WXPAY_RETRY_INITIAL_INTERVAL=20ms", "WXPAY_RETRY_MAX_INTERVAL=200ms", "WXPAY_RETRY_MAX_ELAPSED=1s",
 		"WXCANCEL_MAX_DELIVER=8", "WXCANCEL_REDELIVERY_DELAY=100ms", "WXCANCEL_ACK_WAIT=3s", "WXCANCEL_SHUTDOWN_TIMEOUT=3s",
@@ -204,7 +204,7 @@ func startCluster(ctx context.Context, o options, tmp, simURL string, keys wxpay
 func (cl *cluster) startNATS() (err error) {
 	cl.ns, _, err = childproc.Start(cl.ctx, "nats-server", cl.self,
 		[]string{"-child=nats", "-store", filepath.Join(cl.tmp, "nats"), "-port", strconv.Itoa(cl.port)},
-		os.Environ(), filepath.Join(cl.tmp, "nats.log"), true, 30*time.Second)
+		childproc.Env(), filepath.Join(cl.tmp, "nats.log"), true, 30*time.Second)
 	return err
 }
 
@@ -288,10 +288,9 @@ func forgetSooner(ctx context.Context, js jetstream.JetStream) error {
 }
 
 // generate publishes the mix at rate until ctx ends.
-func generate(ctx context.Context, js jetstream.JetStream, l *load, rate float64, resent *int) error {
+func generate(ctx context.Context, js jetstream.JetStream, l *load, rate float64) error {
 	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer t.Stop()
-	seen := map[string]bool{}
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -299,14 +298,10 @@ func generate(ctx context.Context, js jetstream.JetStream, l *load, rate float64
 		case <-t.C:
 		}
 		cmd := l.next(i)
-		if seen[cmd.id] {
-			*resent++
-		}
-		seen[cmd.id] = true
 		h := nats.Header{}
 		h.Set(jetstream.MsgIDHeader, cmd.id)
-		// Published until JetStream has it, whatever the time it takes:
-		// the command must reach the service.
+		// Published until JetStream has it (for two minutes at most): the
+		// command must reach the service.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		_, err := publish(pctx, js, prefix+".cmd."+cmd.typ, h, cmd.body)
 		cancel()
@@ -435,16 +430,6 @@ func startSim(o options, dir string, sec *secrets) (*wxpaysim.Server, string, wx
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	return sim, "http://" + ln.Addr().String(), keys, func() { _ = srv.Close() }, nil
-}
-
-// build builds ./cmd/wxcancel of the module the program runs in.
-func build(ctx context.Context, tmp string) (string, error) {
-	bin := filepath.Join(tmp, "wxcancel")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/wxcancel")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/wxcancel (run from the repository, or pass -service-bin): %w\n%s", err, out)
-	}
-	return bin, nil
 }
 
 func freePort() (int, error) {

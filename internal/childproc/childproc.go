@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -251,4 +252,46 @@ func FreeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// BuildService builds ./cmd/wxcancel of the module the calling program runs
+// in into dir, with the OpenSSL signer when openssl is set (the caller
+// passes wxpay.OpenSSLSigner: the service then signs with its own signer),
+// and returns the binary's path. It fails outside the module.
+func BuildService(ctx context.Context, dir string, openssl bool) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(gomod))
+	root := filepath.Dir(mod)
+	if mod == "" || mod == os.DevNull || root == "." {
+		return "", errors.New("not inside the wxcancel module: run from the repository, or pass -service-bin")
+	}
+	bin := filepath.Join(dir, "wxcancel")
+	args := []string{"build", "-o", bin}
+	if openssl {
+		args = append(args, "-tags", "openssl")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/wxcancel")...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/wxcancel: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Env is this process's environment without the variables that would
+// change what a child or the service does (WXCANCEL_*, WXPAY_*, NATS_*,
+// GOMAXPROCS), plus extra: a run's children get only what it sets.
+func Env(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "WXCANCEL_") || strings.HasPrefix(k, "WXPAY_") || strings.HasPrefix(k, "NATS_") || k == "GOMAXPROCS" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
 }
