@@ -330,9 +330,12 @@ func TestAccountsMatchTopology(t *testing.T) {
 	cfg := productionConfig()
 	topo := consumer.NewTopology(cfg.Config)
 	p := cfg.Prefix
-	cmds, evts, dlq := topo.Commands.Name, topo.Events.Name, topo.DLQ.Name
-	outcomes, status, tracking, lease := topo.Outcomes.Bucket, topo.Status.Bucket, topo.Tracking.Bucket, topo.Lease.Bucket
+	cmds, evts := topo.Commands.Name, topo.Events.Name
 	durable := topo.Consumer.Durable
+	var buckets []string
+	for _, kv := range topo.Buckets() {
+		buckets = append(buckets, kv.Bucket)
+	}
 
 	service := nkeyUser(t, opts, keys, envServiceNKey)
 	admin := nkeyUser(t, opts, keys, envAdminNKey)
@@ -360,13 +363,13 @@ func TestAccountsMatchTopology(t *testing.T) {
 		"$JS.API.CONSUMER.CREATE." + cmds + "." + durable + ".>",
 		"$JS.API.INFO",
 	}
-	for _, b := range []string{outcomes, status, tracking, lease} {
+	for _, b := range buckets {
 		needs = append(needs, "$KV."+b+".>", "$JS.API.DIRECT.GET.KV_"+b+".>")
 	}
-	for _, b := range []string{status, tracking} { // watched
+	for _, b := range []string{topo.Status.Bucket, topo.Tracking.Bucket} { // watched
 		needs = append(needs, "$JS.API.CONSUMER.CREATE.KV_"+b+".>", "$JS.API.CONSUMER.DELETE.KV_"+b+".>", "$JS.FC.KV_"+b+".>")
 	}
-	for _, s := range []string{cmds, evts, dlq, "KV_" + outcomes, "KV_" + status, "KV_" + tracking, "KV_" + lease} {
+	for _, s := range streamNames(topo) {
 		needs = append(needs, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s)
 	}
 	allow := service.Permissions.Publish.Allow
@@ -375,7 +378,7 @@ func TestAccountsMatchTopology(t *testing.T) {
 			t.Errorf("the service may not publish to %s", n)
 		}
 	}
-	ours := []string{p + ".", cmds, evts, dlq, outcomes, status, tracking, lease}
+	ours := append(append([]string{p + "."}, streamNames(topo)...), buckets...)
 	for _, a := range allow {
 		if a == "$JS.API.INFO" {
 			continue
