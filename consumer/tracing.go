@@ -77,19 +77,6 @@ func (c headerCarrier) Keys() []string {
 	return keys
 }
 
-// mapCarrier collects what the propagator injects.
-type mapCarrier map[string]string
-
-func (c mapCarrier) Get(key string) string { return c[key] }
-func (c mapCarrier) Set(key, value string) { c[key] = value }
-func (c mapCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
 // traceOf is the trace context an event published under ctx carries: that
 // of ctx's span, or of the command when tracing is off (the delivery's
 // no-op span keeps its parent's context); empty without either.
@@ -98,9 +85,16 @@ func traceOf(ctx context.Context) publisher.TraceContext {
 	if !sc.IsValid() {
 		return publisher.TraceContext{}
 	}
-	c := mapCarrier{}
+	c := propagation.MapCarrier{}
 	traceContext.Inject(ctx, c)
-	return publisher.TraceContext{Traceparent: c["traceparent"], Tracestate: c["tracestate"]}
+	tc := publisher.TraceContext{Traceparent: c["traceparent"], Tracestate: c["tracestate"]}
+	if !schemas.ValidTracestate(tc.Tracestate) {
+		// The propagator keeps a tracestate of any length; an event carries
+		// one of 512 bytes at most (W3C's limit for propagators), else none:
+		// a sender's oversized tracestate must not cost it its answer.
+		tc.Tracestate = ""
+	}
+	return tc
 }
 
 // noSpan is the span of a step when tracing is off: it records nothing,

@@ -243,6 +243,28 @@ func TestTraceContextWithoutTracing(t *testing.T) {
 	}
 }
 
+// A tracestate longer than W3C's 512 bytes (the propagator keeps it) is
+// left off the events, and costs the command nothing: it is answered, with
+// its traceparent carried.
+func TestOversizedTracestateIsDropped(t *testing.T) {
+	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
+	h.start("a")
+	var members []string
+	for i := range 20 {
+		members = append(members, fmt.Sprintf("vendor%02d=%s", i, strings.Repeat("x", 25)))
+	}
+	long := strings.Join(members, ",") // 20 valid members, 699 bytes
+	header := nats.Header{}
+	header.Set("traceparent", "00-"+producerTrace+"-"+producerSpan+"-01")
+	header.Set("tracestate", long)
+	h.sendWith("validate-cancel", "long-state", map[string]any{"sub_mchid": subMchid}, header)
+	e := one(t, h.waitOutcomes("long-state"), "long-state")
+	if e.outcome() != "succeeded" || e.Header.Get("traceparent") == "" || e.Header.Get("tracestate") != "" {
+		t.Errorf("outcome %s, traceparent %q, tracestate %q; want succeeded, carried, none",
+			e.outcome(), e.Header.Get("traceparent"), e.Header.Get("tracestate"))
+	}
+}
+
 // Without a traceparent, the delivery starts a trace of its own, and the
 // events carry it.
 func TestTraceStartsWithoutTraceparent(t *testing.T) {

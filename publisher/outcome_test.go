@@ -189,6 +189,28 @@ func TestNewOutcomeRejectsInconsistentData(t *testing.T) {
 	}
 }
 
+// TestPublishTraceContext: an event's traceparent and tracestate are its
+// headers, by their lower-case names.
+func TestPublishTraceContext(t *testing.T) {
+	e := newEnv(t, 0)
+	in := e.instance(t)
+	msg, err := in.pub.NewOutcome("validate-cancel", "tc1", schemas.Succeeded, publisher.OutcomeData{},
+		publisher.TraceContext{Traceparent: testTrace, Tracestate: "rojo=00f067aa0ba902b7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.pub.Publish(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	got := e.stored(t, msg.Subject)
+	if len(got) != 1 {
+		t.Fatalf("%d events stored, want 1", len(got))
+	}
+	if h := got[0].Header; h.Get("traceparent") != testTrace || h.Get("tracestate") != "rojo=00f067aa0ba902b7" {
+		t.Errorf("headers %v", h)
+	}
+}
+
 func TestPublishErrors(t *testing.T) {
 	e := newEnv(t, 0)
 	in := e.instance(t)
@@ -208,6 +230,8 @@ func TestPublishErrors(t *testing.T) {
 		{"no data", publisher.Message{Subject: ok.Subject, ID: ok.ID}, publisher.ErrInvalidEvent},
 		{"id that cannot be a header", publisher.Message{Subject: ok.Subject, ID: "a\nb", Data: ok.Data}, publisher.ErrInvalidEvent},
 		{"bad traceparent", publisher.Message{Subject: ok.Subject, ID: ok.ID, Data: ok.Data, Traceparent: "x"}, publisher.ErrInvalidEvent},
+		{"tracestate without a traceparent", publisher.Message{Subject: ok.Subject, ID: ok.ID, Data: ok.Data, Tracestate: "a=1"}, publisher.ErrInvalidEvent},
+		{"bad tracestate", publisher.Message{Subject: ok.Subject, ID: ok.ID, Data: ok.Data, Traceparent: testTrace, Tracestate: "A=1"}, publisher.ErrInvalidEvent},
 		{"no stream captures the subject", noStream, publisher.ErrPublish},
 	}
 	for _, tt := range tests {
