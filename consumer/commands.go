@@ -48,7 +48,9 @@ var commands = map[schemas.Type]*command{
 		run: runs((*Service).cancelApplyment)},
 	schemas.TypeApplyCancelWithdraw: {endpoint: string(schemas.TypeApplyCancelWithdraw),
 		run: runs((*Service).applyCancelWithdraw), reconcile: reconciles((*Service).applyTookEffect)},
-	// track calls query-cancel-application for an out_apply_no.
+	// track calls the query of the resource it names: query-cancel-withdraw
+	// (the endpoint named here) for an applyment_id, query-cancel-application
+	// for an out_apply_no; each request is counted under its own endpoint.
 	schemas.TypeTrack: {readOnly: true, endpoint: string(schemas.TypeQueryCancelWithdraw),
 		run: runs((*Service).track)},
 	schemas.TypeUntrack: {run: runs((*Service).untrack)},

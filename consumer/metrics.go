@@ -183,10 +183,7 @@ func (m *Metrics) initLabels() {
 			}
 		}
 	}
-	for _, r := range schemas.Resources() {
-		if !r.Tracked() {
-			continue
-		}
+	for _, r := range schemas.TrackedResources() {
 		m.TrackedResources.WithLabelValues(string(r))
 		for _, res := range []string{"changed", "unchanged", "not_found", "failed"} {
 			m.TrackPolls.WithLabelValues(string(r), res)

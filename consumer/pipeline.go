@@ -23,7 +23,11 @@ package consumer
 //     the record without calling WeChat Pay again, and only the message
 //     that recorded it republishes, so one command id has one outcome
 //     event (a republish inside the events stream's duplicate window is
-//     dropped; a late one is looked up first).
+//     dropped; a late one is looked up first). One exception: untrack, which
+//     calls nothing but the tracking bucket, ends the tracking (publishing its
+//     tracking-ended event) while it executes; a redelivery after a crash
+//     between that and the record finds the tracking gone and reports
+//     was_tracked false.
 //  5. settle acknowledges (Ack), hands back (NakWithDelay) or terminates
 //     (Term): the one place a delivery is settled, and only once commit's
 //     publications are stored.
@@ -51,21 +55,20 @@ import (
 
 // delivery is one delivery of a command, as the service sees it.
 type delivery struct {
-	msg         jetstream.Msg
-	id          string // command id
-	idInvalid   bool   // the Nats-Msg-Id header was present but invalid
-	key         string // id encoded for the outcomes bucket
-	ctype       string // command type, from the subject
-	cmd         schemas.Command
-	parseErr    error      // why the body is not a valid command of ctype
-	def         *command   // cmd's entry in the command table; nil unless cmd is valid and of a known type
-	number      uint64     // delivery count, from 1
-	seq         uint64     // commands stream sequence (0 when the metadata is unreadable)
-	traceparent string     // the command's, for the logs (valid or empty)
-	span        trace.Span // the delivery's (see tracing.go)
-	log         *slog.Logger
-	slot        *slot                       // the delivery's place among the workers
-	gate        func(context.Context) error // send gate of the WeChat Pay requests, if any
+	msg       jetstream.Msg
+	id        string // command id
+	idInvalid bool   // the Nats-Msg-Id header was present but invalid
+	key       string // id encoded for the outcomes bucket
+	ctype     string // command type, from the subject
+	cmd       schemas.Command
+	parseErr  error      // why the body is not a valid command of ctype
+	def       *command   // cmd's entry in the command table; nil unless cmd is valid and of a known type
+	number    uint64     // delivery count, from 1
+	seq       uint64     // commands stream sequence (0 when the metadata is unreadable)
+	span      trace.Span // the delivery's (see tracing.go)
+	log       *slog.Logger
+	slot      *slot                       // the delivery's place among the workers
+	gate      func(context.Context) error // send gate of the WeChat Pay requests, if any
 }
 
 func (s *Service) newDelivery(msg jetstream.Msg, sl *slot) *delivery {
@@ -92,12 +95,9 @@ func (s *Service) newDelivery(msg jetstream.Msg, sl *slot) *delivery {
 	if !d.idInvalid && d.parseErr == nil {
 		d.def = commands[d.cmd.CommandType()]
 	}
-	if tp := h.Get(schemas.HeaderTraceparent); schemas.ValidTraceparent(tp) {
-		d.traceparent = tp
-	}
 	d.log = s.log.With("command_id", d.id, "command_type", d.ctype, "delivery", d.number)
-	if d.traceparent != "" {
-		d.log = d.log.With("traceparent", d.traceparent)
+	if tp := h.Get(schemas.HeaderTraceparent); schemas.ValidTraceparent(tp) {
+		d.log = d.log.With("traceparent", tp) // the events get it through the delivery's span
 	}
 	return d
 }

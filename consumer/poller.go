@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -133,7 +134,7 @@ func (p *poller) drive(term, workCtx context.Context, polls *sync.WaitGroup) {
 	snapshot := func() map[string]bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return maps(inFlight)
+		return maps.Clone(inFlight)
 	}
 	for term.Err() == nil {
 		key, e, at, ok := p.tracks.next(snapshot())
@@ -205,14 +206,6 @@ func (p *poller) await(term context.Context, timed bool, d time.Duration) {
 	case <-p.tracks.wake:
 	case <-timer:
 	}
-}
-
-func maps(m map[string]bool) map[string]bool {
-	c := make(map[string]bool, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // pause logs err, when not nil, and waits a second before the next

@@ -106,7 +106,8 @@ type sighting struct {
 	// (a submission or a confirmation went through): the cadence restarts.
 	changed bool
 	// notFound: a track command's query was answered 404 NOT_FOUND; the
-	// resource is tracked all the same, the first NOT_FOUND counted.
+	// resource is tracked all the same. The query is not a poll (it has an
+	// outcome event): the 3 polls in a row that end the tracking follow it.
 	notFound bool
 }
 
@@ -122,9 +123,6 @@ func (c trackConfig) onSighting(rec *trackRecord, s sighting, now time.Time, u f
 		}
 		next := &trackRecord{Resource: s.resource, Key: s.key, SubMchid: s.subMchid, State: s.state, ModifiedAt: s.modifiedAt,
 			StartedAt: now, Interval: c.interval, Due: now.Add(wait(c.interval, u))}
-		if s.notFound {
-			next.NotFound = 1
-		}
 		if h := next.horizon(c); next.Due.After(h) {
 			next.Due = h
 		}

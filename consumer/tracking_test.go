@@ -328,7 +328,7 @@ func TestTrackUntrackAndTheEnds(t *testing.T) {
 	}
 
 	e := h.waitEnded("cancel-withdraw/NOPE1")["cancel-withdraw/NOPE1"]
-	if e.Data["reason"] != "not_found" || e.Data["polls"] != 2.0 || e.Data["state"] != nil {
+	if e.Data["reason"] != "not_found" || e.Data["polls"] != 3.0 || e.Data["state"] != nil {
 		t.Errorf("unknown id: %s", e.Raw)
 	}
 	h.send("untrack", "u-1", map[string]any{"applyment_id": waiting.ApplymentID})
@@ -359,11 +359,16 @@ func TestTrackUntrackAndTheEnds(t *testing.T) {
 }
 
 // TestTrackingOff: with WXCANCEL_TRACK off, track and untrack are
-// rejected, and nothing is polled.
+// rejected, and a query that shows an application awaiting confirmation
+// tracks nothing (with tracking on, its record exists before its outcome
+// event).
 func TestTrackingOff(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
 	h.cfg.Track = false
+	h.trackFast(100)
 	in := h.start("a")
+	h.send("query-cancel-withdraw", "off-q", map[string]any{"applyment_id": "2000001000000001"})
+	h.waitSucceeded("off-q")
 	h.send("track", "off-1", map[string]any{"applyment_id": "A1"})
 	h.send("untrack", "off-2", map[string]any{"applyment_id": "A1"})
 	got := h.waitOutcomes("off-1", "off-2")
@@ -374,23 +379,39 @@ func TestTrackingOff(t *testing.T) {
 			t.Errorf("%s: %s", id, e.Raw)
 		}
 	}
-	if n := h.sim.Total(); n != 0 || polls(in) != 0 {
-		t.Errorf("WeChat Pay saw %d requests with tracking off", n)
+	if n := h.sim.Total(); n != 1 || polls(in) != 0 {
+		t.Errorf("WeChat Pay saw %d requests with tracking off, %d of them polls; want the query's only", n, polls(in))
+	}
+	if list, err := consumer.TrackedResources(t.Context(), h.js, consumer.NewTopology(h.cfg)); len(list) != 0 {
+		t.Errorf("tracked with tracking off: %v (%v)", list, err)
 	}
 }
 
-// TestCommandsComeFirst: a command sent while 500 polls are due is
-// executed at once, not behind them.
+// TestCommandsComeFirst: a command sent while 500 polls are due, polled as
+// fast as they come (the rate does not hold them back), is executed before
+// they are all made, not behind them.
 func TestCommandsComeFirst(t *testing.T) {
 	h := newHarness(t, wxpaysim.Options{AutoCreate: true})
-	h.trackFast(2)
+	h.trackFast(1000)
 	in := h.start("a")
 	h.queried("CF", 500)
 	h.eventually("the polls to start", func() bool { return polls(in) > 0 })
+	// The outcome is awaited on a subscription, not by reading the events
+	// stream (which takes longer than many polls).
+	sub, err := h.nc.SubscribeSync("wxpay.evt.validate-cancel.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	before := polls(in)
 	h.send("validate-cancel", "first", map[string]any{"sub_mchid": subMchid})
-	h.waitSucceeded("first")
-	if n := polls(in); n >= 500 {
+	if _, err := sub.NextMsg(time.Minute); err != nil {
+		t.Fatalf("no outcome: %v", err)
+	}
+	if n := polls(in) - before; n >= 500 {
 		t.Errorf("the command waited for %d polls", n)
+	} else {
+		t.Logf("%d polls made while the command was executed", n)
 	}
 }
 
@@ -405,10 +426,19 @@ func TestTrackingStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var since []time.Time // when the tracking started, after each Start
 	for range 2 {
 		if err := tr.Start(t.Context(), "cancel-withdraw", app.ApplymentID, subMchid); err != nil {
 			t.Fatal(err)
 		}
+		list, err := consumer.TrackedResources(t.Context(), h.js, consumer.NewTopology(h.cfg))
+		if err != nil || len(list) != 1 {
+			t.Fatalf("tracked %v (%v), want the one resource", list, err)
+		}
+		since = append(since, list[0].Since)
+	}
+	if !since[0].Equal(since[1]) {
+		t.Errorf("bringing the resource in again restarted its tracking: started %v, then %v", since[0], since[1])
 	}
 	h.eventually("the resource to be polled", func() bool {
 		return slices.Equal(h.statesOf("cancel-withdraw/"+app.ApplymentID, true), []string{"REVIEWING"})

@@ -34,7 +34,7 @@ type tracks struct {
 	recs   map[string]trackEntry // the copy, by bucket key
 	queue  dueQueue              // the copy's records by actionAt, stale entries included
 	counts map[schemas.Resource]int
-	synced bool          // the copy holds every record the bucket had when the watch started
+	synced bool          // the copy is followed: it held every record when its watch started, and the watch still runs
 	wake   chan struct{} // told when a record may have come due sooner
 }
 
@@ -184,18 +184,24 @@ func (t *tracks) prepareEnd(ctx context.Context, rec *trackRecord) error {
 }
 
 // finish publishes the end of a tracking recorded in rec (at revision rev)
-// and deletes the record, unless it changed meanwhile. The event is looked
-// up first, as the last message on its subject, so that a record left by
-// an instance that died after publishing is not announced twice.
+// and deletes the record, unless it changed meanwhile. A record that ended
+// long enough ago for the events stream's duplicate window to have passed
+// (an instance died after publishing) has its event looked up first, as the
+// last message on its subject, so that it is not announced twice; a younger
+// one is published again and dropped as a duplicate.
 func (t *tracks) finish(ctx context.Context, key string, rec *trackRecord, rev uint64) error {
 	ev := rec.Ended.Event
-	last, err := t.events.GetLastMsgForSubject(ctx, ev.Subject)
-	if err != nil || last.Header.Get(jetstream.MsgIDHeader) != ev.ID {
+	published := false
+	if t.clock().Sub(rec.Ended.At) >= EventsDuplicateWindow/2 {
+		last, err := t.events.GetLastMsgForSubject(ctx, ev.Subject)
+		published = err == nil && last.Header.Get(jetstream.MsgIDHeader) == ev.ID
+	}
+	if !published {
 		if err := t.pub.Publish(ctx, ev); err != nil {
 			return err
 		}
 	}
-	err = t.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	err := t.kv.Delete(ctx, key, jetstream.LastRevision(rev))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return fmt.Errorf("deleting tracking record %s: %w", key, err)
 	}
@@ -242,6 +248,13 @@ func (t *tracks) follow(ctx context.Context) (ended <-chan struct{}, err error) 
 	go func() {
 		defer close(done)
 		defer func() { _ = w.Stop() }()
+		defer func() {
+			// Nobody updates the copy any more: commands read the
+			// records until a new watch has caught up.
+			t.mu.Lock()
+			t.synced = false
+			t.mu.Unlock()
+		}()
 		for {
 			select {
 			case e, ok := <-w.Updates():
