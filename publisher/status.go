@@ -400,13 +400,12 @@ func (ob Observation) check() error {
 			return bad("%s", problem)
 		}
 	}
+	if err := (TraceContext{ob.Traceparent, ob.Tracestate}).check(); err != nil {
+		return fmt.Errorf("%w (observation of %s/%s)", err, ob.Resource, ob.Key)
+	}
 	switch {
 	case ob.SubMchid != "" && !schemas.HeaderSafe(ob.SubMchid):
 		return bad("sub_mchid is not valid UTF-8 without control characters")
-	case ob.Traceparent != "" && !schemas.ValidTraceparent(ob.Traceparent):
-		return bad("traceparent %q is not a W3C traceparent", ob.Traceparent)
-	case ob.Tracestate != "" && (ob.Traceparent == "" || !schemas.ValidTracestate(ob.Tracestate)):
-		return bad("tracestate %q is not a W3C tracestate of a traceparent", ob.Tracestate)
 	case len(bytes.TrimSpace(ob.Snapshot)) > 0 && !json.Valid(ob.Snapshot):
 		return bad("the snapshot is not JSON")
 	}

@@ -3,6 +3,7 @@ package publisher
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -45,25 +46,22 @@ type trackingData struct {
 // [schemas.EncodeToken]), type wxpay.tracking.ended, subject attribute
 // <resource>/<key>, id tracking/<resource>/<encoded key>/<StartedAt in Unix
 // nanoseconds>, so that the end of one tracking is one event however often
-// it is published. traceparent, when not empty, must be a W3C traceparent.
-// It fails with [ErrInvalidEvent] for a resource that is not tracked, an
-// unknown reason, an empty key or a zero StartedAt.
+// it is published, carrying tc (see [TraceContext]). It fails with
+// [ErrInvalidEvent] for a resource that is not tracked, an unknown reason,
+// an empty key, a zero StartedAt, negative polls or an invalid tc.
 func (p *Publisher) NewTrackingEnded(e TrackingEnded, tc TraceContext) (Message, error) {
+	keyProblem := nameProblem("key", e.Key)
 	switch {
 	case !e.Resource.Tracked():
 		return Message{}, fmt.Errorf("%w: resource %q is not tracked", ErrInvalidEvent, e.Resource)
-	case nameProblem("key", e.Key) != "":
-		return Message{}, fmt.Errorf("%w: %s", ErrInvalidEvent, nameProblem("key", e.Key))
+	case keyProblem != "":
+		return Message{}, fmt.Errorf("%w: %s", ErrInvalidEvent, keyProblem)
 	case e.StartedAt.IsZero():
 		return Message{}, fmt.Errorf("%w: the tracking of %s/%s has no start", ErrInvalidEvent, e.Resource, e.Key)
 	case e.Polls < 0:
 		return Message{}, fmt.Errorf("%w: %d polls", ErrInvalidEvent, e.Polls)
 	}
-	known := false
-	for _, r := range schemas.EndReasons() {
-		known = known || r == e.Reason
-	}
-	if !known {
+	if !slices.Contains(schemas.EndReasons(), e.Reason) {
 		return Message{}, fmt.Errorf("%w: reason %q is not one of %v", ErrInvalidEvent, e.Reason, schemas.EndReasons())
 	}
 	b, err := json.Marshal(trackingData{Resource: e.Resource, Key: e.Key, SubMchid: e.SubMchid, Reason: e.Reason, State: e.State,

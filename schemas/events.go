@@ -68,9 +68,7 @@ func TrackedResources() []Resource {
 }
 
 // Tracked reports whether lifecycle tracking follows resources of kind r.
-func (r Resource) Tracked() bool {
-	return r == ResourceCancelWithdraw || r == ResourceCancelApplication
-}
+func (r Resource) Tracked() bool { return slices.Contains(TrackedResources(), r) }
 
 // Final reports whether state, as a status-change event of r writes it, is
 // one a resource never leaves: cancel-withdraw REJECTED, REVOKED and FINISH
