@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -45,6 +46,8 @@ func tracing(ctx context.Context, getenv func(string) string, log *slog.Logger) 
 	if exporter == "" && getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		return nil, nil
 	}
+	// Before the exporter reads its variables: what it logs goes to log.
+	otel.SetLogger(logr.New(otelLogSink{log}))
 	var exp sdktrace.SpanExporter
 	switch exporter {
 	case "none":
@@ -81,4 +84,23 @@ func tracing(ctx context.Context, getenv func(string) string, log *slog.Logger) 
 		log.Warn("tracing: OpenTelemetry error", "err", err)
 	}))
 	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
+}
+
+// otelLogSink passes OpenTelemetry's own log lines to the service's log,
+// message and error only: their key-value pairs may quote configuration
+// values (a malformed OTEL_EXPORTER_OTLP_HEADERS pair, which may hold a
+// collector's credentials), and OpenTelemetry's default logger would write
+// them to stderr outside the JSON log. Its warnings (V(1)) and errors are
+// kept; its info and debug lines are not.
+type otelLogSink struct{ log *slog.Logger }
+
+func (otelLogSink) Init(logr.RuntimeInfo)            {}
+func (otelLogSink) Enabled(level int) bool           { return level <= 1 }
+func (s otelLogSink) WithValues(...any) logr.LogSink { return s }
+func (s otelLogSink) WithName(string) logr.LogSink   { return s }
+
+func (s otelLogSink) Info(_ int, msg string, _ ...any) { s.log.Warn("tracing: OpenTelemetry: " + msg) }
+
+func (s otelLogSink) Error(err error, msg string, _ ...any) {
+	s.log.Warn("tracing: OpenTelemetry: "+msg, "err", err)
 }

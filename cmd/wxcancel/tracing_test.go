@@ -228,3 +228,21 @@ func TestServeExportsTraces(t *testing.T) {
 		})
 	}
 }
+
+// OpenTelemetry's own log lines reach the service's log without their
+// values: a malformed OTEL_EXPORTER_OTLP_HEADERS pair, here a collector's
+// token, is reported, and the token is not.
+func TestTracingLogsWithoutValues(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization Bearer sekret-collector-token")
+	var buf syncBuffer
+	tp, err := tracing(t.Context(), envFunc(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}),
+		slog.New(slog.NewJSONHandler(&buf, nil)))
+	if err != nil || tp == nil {
+		t.Fatalf("tracing: %v, %v", tp, err)
+	}
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	logs := buf.String()
+	if !strings.Contains(logs, "parse headers") || strings.Contains(logs, "sekret") {
+		t.Errorf("the malformed header is not reported through the log, or its value is:\n%s", logs)
+	}
+}
