@@ -195,14 +195,15 @@ func (e *canceledError) Unwrap() []error {
 	return []error{e.ctxErr, e.last}
 }
 
-// errResentByTransport is the cause of a TransportError when net/http was
-// about to send a request a second time by itself, on a new connection
-// (the kept-alive one closed without an answer, or an HTTP/2 stream was
+// errResentByTransport is the cause of a TransportError when net/http
+// took a second connection to send a request again by itself (the
+// kept-alive one closed without an answer, or an HTTP/2 stream was
 // refused): with the same nonce and signature, which WeChat Pay refuses as
 // a replay (401 SIGN_ERROR), and behind the retry policy's back. The
-// attempt ends instead, as sent without an answer; a retry is signed
-// afresh.
-var errResentByTransport = errors.New("the connection closed without an answer (not sent again with the same nonce)")
+// attempt ends there, as sent without an answer, and a retry is signed
+// afresh; but the copy's write races that end, so it may still reach the
+// server (and be refused there: the client never reads that answer).
+var errResentByTransport = errors.New("the connection closed without an answer (net/http's resend with the same nonce was cut short)")
 
 // attemptTimeoutError is the cause of a TransportError when one attempt ran
 // out of its own time (Config.AttemptTimeout) while the caller's context was

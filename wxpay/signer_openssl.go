@@ -119,9 +119,8 @@ var initLibcrypto = sync.OnceValue(func() error {
 
 // libcryptoKey is an RSA private key held by libcrypto.
 type libcryptoKey struct {
-	pkey *C.EVP_PKEY
-	size int // signature length in bytes
-	ctxs *ctxPool
+	size int      // signature length in bytes
+	ctxs *ctxPool // holds the key, and frees it
 }
 
 // ctxPool keeps contexts of one key made for one operation, so that a
@@ -195,7 +194,7 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 	if p == nil {
 		return nil, fmt.Errorf("wxpay: OpenSSL cannot load the private key: %s", C.GoString(&msg[0]))
 	}
-	k := &libcryptoKey{pkey: p, size: int(C.EVP_PKEY_get_size(p)), ctxs: newCtxPool(p, true)}
+	k := &libcryptoKey{size: int(C.EVP_PKEY_get_size(p)), ctxs: newCtxPool(p, true)}
 	runtime.AddCleanup(k, (*ctxPool).free, k.ctxs)
 	// A self-check: the key libcrypto holds is the key given.
 	var digest [sha256.Size]byte

@@ -134,9 +134,6 @@ func (p *Proc) PID() int { return p.cmd.Process.Pid }
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
-// LogPath is the file its stderr (and stdout) go to.
-func (p *Proc) LogPath() string { return p.logPath }
-
 // Kill ends the process at once with SIGKILL, as kill -9 does, and waits
 // for it to be gone.
 func (p *Proc) Kill() {

@@ -115,6 +115,15 @@ func (s *Server) PutCancelWithdraw(a CancelWithdraw) CancelWithdraw {
 	if a.Withdraw == "" {
 		a.Withdraw = wxpay.NotApplyWithdraw
 	}
+	if a.Withdraw == wxpay.ApplyWithdraw && a.WithdrawState == "" {
+		// Put straight into a state of the withdrawal: the one it shows.
+		switch a.State {
+		case wxpay.CancelFundProcessing:
+			a.WithdrawState = wxpay.WithdrawProcessing
+		case wxpay.CancelFinish:
+			a.WithdrawState = wxpay.WithdrawSucceed
+		}
+	}
 	if a.ModifyTime.IsZero() {
 		a.ModifyTime = s.clock()
 	}
@@ -272,12 +281,6 @@ func (m *model) view(a *CancelWithdraw) wxpay.CancelWithdrawApplication {
 	}
 	if a.Withdraw == wxpay.ApplyWithdraw && (a.State == wxpay.CancelFundProcessing || a.State == wxpay.CancelFinish) {
 		ws := a.WithdrawState
-		if ws == "" { // put in this state by a test
-			ws = wxpay.WithdrawProcessing
-			if a.State == wxpay.CancelFinish {
-				ws = wxpay.WithdrawSucceed
-			}
-		}
 		pay := wxpay.PayProcessing
 		if ws == wxpay.WithdrawSucceed {
 			pay = wxpay.PaySucceed

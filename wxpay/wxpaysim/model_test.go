@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +38,8 @@ func TestCancelWithdrawProgression(t *testing.T) {
 		actions  []action
 		// merchant state expected from validate-cancel at the end
 		merchant wxpay.MerchantState
+		// revokeAfter is Options.RevokeAfter (0: WeChat Pay's 30 days)
+		revokeAfter time.Duration
 	}{
 		{"confirmed without withdrawal", step, "", wxpay.NotApplyWithdraw, []action{
 			q(0, wxpay.CancelAccepted, 0),
@@ -51,7 +52,7 @@ func TestCancelWithdrawProgression(t *testing.T) {
 			q(step, wxpay.CancelCanceled, -1),
 			q(step, wxpay.CancelFinish, -1),
 			q(100*step, wxpay.CancelFinish, -1),
-		}, wxpay.MerchantHasBeenCancelled},
+		}, wxpay.MerchantHasBeenCancelled, 0},
 		{"confirmed with withdrawal", step, "", wxpay.ApplyWithdraw, []action{
 			q(2*step, wxpay.CancelWaitingMerchantConfirm, 2),
 			{confirm: true, want: wxpay.CancelSystemProcessing},
@@ -59,39 +60,37 @@ func TestCancelWithdrawProgression(t *testing.T) {
 			{advance: step, want: wxpay.CancelFundProcessing, withdrawState: wxpay.WithdrawProcessing, pay: wxpay.PayProcessing, modified: -1},
 			{advance: step, want: wxpay.CancelFundProcessing, withdrawState: wxpay.WithdrawSucceed, pay: wxpay.PaySucceed, modified: -1},
 			{advance: step, want: wxpay.CancelFinish, withdrawState: wxpay.WithdrawSucceed, pay: wxpay.PaySucceed, modified: -1},
-		}, wxpay.MerchantHasBeenCancelled},
+		}, wxpay.MerchantHasBeenCancelled, 0},
 		{"several steps at once", step, "", wxpay.NotApplyWithdraw, []action{
 			q(10*step, wxpay.CancelWaitingMerchantConfirm, 2),
 			{confirm: true, want: wxpay.CancelSystemProcessing},
 			q(10*step, wxpay.CancelFinish, -1),
-		}, wxpay.MerchantHasBeenCancelled},
+		}, wxpay.MerchantHasBeenCancelled, 0},
 		{"rejected", step, wxpay.NotAllowCancelWithdraw, wxpay.NotApplyWithdraw, []action{
 			q(step, wxpay.CancelReviewing, 1),
 			q(step, wxpay.CancelRejected, 2),
 			q(100*24*time.Hour, wxpay.CancelRejected, 2),
-		}, wxpay.MerchantNormal},
+		}, wxpay.MerchantNormal, 0},
 		{"revoked when not confirmed within 30 days", step, "", wxpay.NotApplyWithdraw, []action{
 			q(2*step, wxpay.CancelWaitingMerchantConfirm, 2),
 			q(30*24*time.Hour-time.Second, wxpay.CancelWaitingMerchantConfirm, 2),
 			q(time.Second, wxpay.CancelRevoked, 2+30*24*60),
-		}, wxpay.MerchantNormal},
+		}, wxpay.MerchantNormal, 0},
 		{"revoked after RevokeAfter when it is set", step, "", wxpay.NotApplyWithdraw, []action{
 			q(2*step, wxpay.CancelWaitingMerchantConfirm, 2),
 			q(3*step-time.Second, wxpay.CancelWaitingMerchantConfirm, 2),
 			q(time.Second, wxpay.CancelRevoked, 5),
-		}, wxpay.MerchantNormal},
+		}, wxpay.MerchantNormal, 3 * step},
 		{"no step: states change only on confirmation", 0, "", wxpay.NotApplyWithdraw, []action{
 			q(365*24*time.Hour, wxpay.CancelAccepted, 0),
-		}, wxpay.MerchantNormal},
+		}, wxpay.MerchantNormal, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, func(o *wxpaysim.Options) {
 				o.Step = tc.step
-				if strings.Contains(tc.name, "RevokeAfter") {
-					o.RevokeAfter = 3 * step
-				}
+				o.RevokeAfter = tc.revokeAfter
 			}, nil)
 			ctx := t.Context()
 			e.sim.PutSubMerchant(wxpaysim.SubMerchant{SubMchid: subMchid, Result: tc.result,
@@ -191,9 +190,6 @@ func TestCancelApplicationProgression(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, func(o *wxpaysim.Options) {
 				o.Step = tc.step
-				if strings.Contains(tc.name, "RevokeAfter") {
-					o.RevokeAfter = 3 * step
-				}
 			}, nil)
 			e.sim.PutCancelApplication(wxpaysim.CancelApplication{OutApplyNo: "OLD1", SubMchid: subMchid, State: tc.initial})
 			e.clock.Advance(tc.advance)
