@@ -306,9 +306,14 @@ func commandsStream(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, 
 }
 
 func TestTrackCommand(t *testing.T) {
-	env := startServe(t, wxpaysim.Options{AutoCreate: true}, nil).clientEnv()
-	if code, out, errOut := cli(t, env, "track", "add", "--applyment-id", "A1"); code != exitOK || !strings.Contains(out, "WAITING_MERCHANT_CONFIRM") {
+	srv := startServe(t, wxpaysim.Options{AutoCreate: true}, nil)
+	env := srv.clientEnv()
+	if code, out, errOut := cli(t, env, "track", "add", "--applyment-id", "A1"); code != exitOK || !strings.Contains(out, "tracked; WeChat Pay answered cancel_state WAITING_MERCHANT_CONFIRM") {
 		t.Fatalf("track add: %d %s %s", code, out, errOut)
+	}
+	done := srv.sim.PutCancelWithdraw(wxpaysim.CancelWithdraw{SubMchid: "1900000109", State: wxpay.CancelRevoked})
+	if code, out, errOut := cli(t, env, "track", "add", "--applyment-id", done.ApplymentID); code != exitOK || !strings.Contains(out, "not tracked: WeChat Pay answered cancel_state REVOKED") {
+		t.Errorf("track add of a revoked application: %d %s %s", code, out, errOut)
 	}
 	code, out, _ := cli(t, env, "track", "list")
 	if code != exitOK || !strings.Contains(out, "RESOURCE") || !regexp.MustCompile(`cancel-withdraw\s+A1\s+WAITING_MERCHANT_CONFIRM`).MatchString(out) {

@@ -81,24 +81,11 @@ func runSend(ctx context.Context, a *app, args []string) error {
 	defer nc.Close()
 	topo := consumer.NewTopology(cf.cfg.Config)
 
-	var events <-chan *publisher.Event
-	if *wait {
-		waitCtx, cancel := context.WithTimeout(ctx, *timeout)
-		defer cancel()
-		ch, err := watchOutcome(waitCtx, js, topo, cf.cfg.Prefix, typ, *id)
+	if !*wait {
+		ack, err := publishCommand(ctx, js, cf.cfg.Prefix, typ, *id, body)
 		if err != nil {
 			return err
 		}
-		events = ch
-	}
-
-	msg := nats.NewMsg(cf.cfg.Prefix + ".cmd." + typ)
-	msg.Data = body
-	ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(*id))
-	if err != nil {
-		return fmt.Errorf("publishing: %w", err)
-	}
-	if !*wait {
 		dup := ""
 		if ack.Duplicate {
 			dup = " (duplicate id: already received)"
@@ -106,9 +93,9 @@ func runSend(ctx context.Context, a *app, args []string) error {
 		fmt.Fprintf(a.stdout, "sent %s id=%s stream=%s seq=%d%s\n", typ, *id, ack.Stream, ack.Sequence, dup)
 		return nil
 	}
-	ev, ok := <-events
-	if !ok {
-		return fmt.Errorf("no outcome for %s within %s", *id, *timeout)
+	ev, err := sendAndAwait(ctx, js, topo, cf.cfg.Prefix, typ, *id, body, *timeout)
+	if err != nil {
+		return err
 	}
 	pretty, _ := json.MarshalIndent(ev, "", "  ")
 	fmt.Fprintln(a.stdout, string(pretty))
@@ -116,6 +103,37 @@ func runSend(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("command %s did not succeed (%s)", *id, ev.Type)
 	}
 	return nil
+}
+
+// publishCommand publishes command id of type typ with body.
+func publishCommand(ctx context.Context, js jetstream.JetStream, prefix, typ, id string, body []byte) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(prefix + ".cmd." + typ)
+	msg.Data = body
+	ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	if err != nil {
+		return nil, fmt.Errorf("publishing: %w", err)
+	}
+	return ack, nil
+}
+
+// sendAndAwait publishes command id and returns its outcome event, watched
+// from before the command is published; it fails when none comes within
+// timeout.
+func sendAndAwait(ctx context.Context, js jetstream.JetStream, topo consumer.Topology, prefix, typ, id string, body []byte, timeout time.Duration) (*publisher.Event, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	events, err := watchOutcome(waitCtx, js, topo, prefix, typ, id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := publishCommand(ctx, js, prefix, typ, id, body); err != nil {
+		return nil, err
+	}
+	ev, ok := <-events
+	if !ok {
+		return nil, fmt.Errorf("no outcome for %s within %s", id, timeout)
+	}
+	return ev, nil
 }
 
 // watchOutcome delivers the outcome event of command id: from the outcomes

@@ -8,11 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxcancel/wxcancel/consumer"
+	"github.com/wxcancel/wxcancel/publisher"
 	"github.com/wxcancel/wxcancel/schemas"
+	"github.com/wxcancel/wxcancel/wxpay"
 )
 
 const trackHelp = `Usage: wxcancel track list [--json]
@@ -27,7 +28,9 @@ a state that is not final, until it is, and publishes each change on
   list    the resources tracked now: resource, key, sub-merchant, last state,
           since when, polls made, next poll (--json: one object per line)
   add     send a track command (it queries the resource at once and tracks it
-          unless it is final) and print its outcome
+          unless it is final) and print its outcome; a resource answered
+          NOT_FOUND exits 1 and is tracked all the same, until 3 polls in a
+          row are answered NOT_FOUND
   remove  send an untrack command and print whether it was tracked
 
 add and remove exit 0 only when the command succeeded.
@@ -69,6 +72,7 @@ func runTrack(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("%w: track needs list, add or remove (see wxcancel track -h)", errUsage)
 	}
 	var body []byte
+	var resource schemas.Resource
 	if typ != "" {
 		b, err := json.Marshal(struct {
 			ApplymentID string `json:"applyment_id,omitempty"`
@@ -77,10 +81,16 @@ func runTrack(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := schemas.Parse(string(typ), b); err != nil {
+		cmd, err := schemas.Parse(string(typ), b)
+		if err != nil {
 			return fmt.Errorf("%w: give --applyment-id or --out-apply-no, one of them: %v", errUsage, err)
 		}
 		body = b
+		if t, ok := cmd.(interface {
+			Target() (schemas.Resource, string)
+		}); ok {
+			resource, _ = t.Target()
+		}
 	}
 	nc, js, err := cf.connect("wxcancel track")
 	if err != nil {
@@ -91,7 +101,7 @@ func runTrack(ctx context.Context, a *app, args []string) error {
 	if typ == "" {
 		return listTracked(ctx, a, js, topo, *asJSON)
 	}
-	return sendTrack(ctx, a, js, topo, cf.cfg.Prefix, typ, body, *timeout)
+	return sendTrack(ctx, a, js, topo, cf.cfg.Prefix, typ, resource, body, *timeout)
 }
 
 func listTracked(ctx context.Context, a *app, js jetstream.JetStream, topo consumer.Topology, asJSON bool) error {
@@ -127,46 +137,36 @@ func listTracked(ctx context.Context, a *app, js jetstream.JetStream, topo consu
 	return w.Flush()
 }
 
-func sendTrack(ctx context.Context, a *app, js jetstream.JetStream, topo consumer.Topology, prefix string, typ schemas.Type, body []byte, timeout time.Duration) error {
-	id := newCommandID()
-	waitCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	events, err := watchOutcome(waitCtx, js, topo, prefix, string(typ), id)
+// sendTrack sends a track or untrack command of resource and prints what
+// its outcome says: whether the resource is tracked now, or was.
+func sendTrack(ctx context.Context, a *app, js jetstream.JetStream, topo consumer.Topology, prefix string, typ schemas.Type, resource schemas.Resource, body []byte, timeout time.Duration) error {
+	ev, err := sendAndAwait(ctx, js, topo, prefix, string(typ), newCommandID(), body, timeout)
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(prefix + ".cmd." + string(typ))
-	msg.Data = body
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
-		return fmt.Errorf("publishing: %w", err)
-	}
-	ev, ok := <-events
-	if !ok {
-		return fmt.Errorf("no outcome for %s within %s", id, timeout)
-	}
-	var data struct {
-		Result map[string]any `json:"result"`
-		Error  *struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var data publisher.OutcomeData
 	_ = json.Unmarshal(ev.Data, &data)
-	if ev.Outcome() != schemas.Succeeded {
-		if data.Error != nil {
-			return fmt.Errorf("%s %s: %s %s", typ, ev.Outcome(), data.Error.Code, data.Error.Message)
-		}
-		return fmt.Errorf("%s %s", typ, ev.Outcome())
+	var result struct {
+		CancelState string `json:"cancel_state"`
+		WasTracked  bool   `json:"was_tracked"`
 	}
-	switch typ {
-	case schemas.TypeTrack:
-		fmt.Fprintf(a.stdout, "tracked; WeChat Pay answered cancel_state %v\n", data.Result["cancel_state"])
+	_ = json.Unmarshal(data.Result, &result)
+	switch {
+	case ev.Outcome() != schemas.Succeeded && data.Error != nil && typ == schemas.TypeTrack && data.Error.Code == wxpay.CodeNotFound:
+		return fmt.Errorf("%s %s: %s %s (tracked all the same: the tracking ends after 3 polls in a row answered NOT_FOUND)",
+			typ, ev.Outcome(), data.Error.Code, data.Error.Message)
+	case ev.Outcome() != schemas.Succeeded && data.Error != nil:
+		return fmt.Errorf("%s %s: %s %s", typ, ev.Outcome(), data.Error.Code, data.Error.Message)
+	case ev.Outcome() != schemas.Succeeded:
+		return fmt.Errorf("%s %s", typ, ev.Outcome())
+	case typ == schemas.TypeTrack && resource.Final(result.CancelState):
+		fmt.Fprintf(a.stdout, "not tracked: WeChat Pay answered cancel_state %s, a final state\n", result.CancelState)
+	case typ == schemas.TypeTrack:
+		fmt.Fprintf(a.stdout, "tracked; WeChat Pay answered cancel_state %s\n", result.CancelState)
+	case result.WasTracked:
+		fmt.Fprintln(a.stdout, "no longer tracked")
 	default:
-		if data.Result["was_tracked"] == true {
-			fmt.Fprintln(a.stdout, "no longer tracked")
-		} else {
-			fmt.Fprintln(a.stdout, "it was not tracked")
-		}
+		fmt.Fprintln(a.stdout, "it was not tracked")
 	}
 	return nil
 }
