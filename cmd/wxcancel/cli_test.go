@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/internal/poll"
 	"github.com/wxcancel/wxcancel/internal/settings"
+	"github.com/wxcancel/wxcancel/schemas"
 	"github.com/wxcancel/wxcancel/wxpay"
 	"github.com/wxcancel/wxcancel/wxpay/wxpaysim"
 )
@@ -39,6 +40,8 @@ func TestDemo(t *testing.T) {
 		"succeeded confirm-cancel id=demo-confirm",
 		"status  cancel-withdraw/2000001000000123 WAITING_MERCHANT_CONFIRM → SYSTEM_PROCESSING",
 		"succeeded query-cancel-application id=demo-old-flow",
+		"succeeded track id=demo-track",
+		"succeeded untrack id=demo-untrack",
 		"succeeded cancel-applyment id=demo-cancel-applyment",
 		"rejected  confirm-cancel id=demo-invalid attempts=0 INVALID_COMMAND",
 		"confirm_time: ",
@@ -53,6 +56,11 @@ func TestDemo(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, typ := range schemas.Types() { // the contract: one command of every type
+		if !regexp.MustCompile(`(succeeded|rejected|failed)\s+` + regexp.QuoteMeta(string(typ)) + ` id=`).MatchString(out) {
+			t.Errorf("the demo sends no %s command", typ)
 		}
 	}
 	for _, secret := range []string{"6222021234567890123", "PRIVATE KEY"} {

@@ -80,6 +80,10 @@ func demoSteps() []demoStep {
 			`{"applyment_id":"2000001000000123"}`, schemas.Succeeded},
 		{"query-cancel-application", "demo-old-flow", "an application of the old cancellation flow",
 			`{"out_apply_no":"DEMOOLD0001"}`, schemas.Succeeded},
+		{"track", "demo-track", "asks for that application to be tracked: queried at once, then polled until it is final",
+			`{"out_apply_no":"DEMOOLD0001"}`, schemas.Succeeded},
+		{"untrack", "demo-untrack", "ends that tracking: no request to WeChat Pay; the result says whether it was tracked",
+			`{"out_apply_no":"DEMOOLD0001"}`, schemas.Succeeded},
 		{"cancel-applyment", "demo-cancel-applyment", "WeChat Pay answers 204 No Content",
 			`{"business_code":"1900013511_10000"}`, schemas.Succeeded},
 		{"confirm-cancel", "demo-invalid", "invalid: confirm_time is not RFC 3339; nothing is sent to WeChat Pay",
@@ -210,7 +214,7 @@ func demoTracking(ctx context.Context, a *app, js jetstream.JetStream, events <-
 		return errors.New("the applications have no applyment_id")
 	}
 	fmt.Fprintf(a.stdout, "\n  (waiting for cancel-withdraw/%s to await confirmation, with no command sent)\n", tracked)
-	if _, err := awaitEvent(ctx, a, events, colour, func(ev publisher.Event) bool {
+	if _, err := awaitEvent(ctx, a, events, colour, "WAITING_MERCHANT_CONFIRM of cancel-withdraw/"+tracked, func(ev publisher.Event) bool {
 		return ev.Subject == "cancel-withdraw/"+tracked && strings.Contains(string(ev.Data), `"state":"WAITING_MERCHANT_CONFIRM"`)
 	}); err != nil {
 		return err
@@ -227,7 +231,7 @@ func demoTracking(ctx context.Context, a *app, js jetstream.JetStream, events <-
 	fmt.Fprintln(a.stdout, "\n  (waiting for both trackings to end)")
 	want := map[string]string{"cancel-withdraw/" + tracked: `"state":"FINISH/WITHDRAW_SUCCEED"`, "cancel-withdraw/" + revoked: `"state":"REVOKED"`}
 	for len(want) > 0 {
-		ev, err := awaitEvent(ctx, a, events, colour, func(ev publisher.Event) bool {
+		ev, err := awaitEvent(ctx, a, events, colour, "end of the trackings", func(ev publisher.Event) bool {
 			_, ok := want[ev.Subject]
 			return ok && ev.Type == schemas.EventTypeTrackingEnded
 		})
@@ -258,7 +262,7 @@ func demoSend(ctx context.Context, a *app, js jetstream.JetStream, events <-chan
 	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(st.id)); err != nil {
 		return publisher.Event{}, fmt.Errorf("publishing %s: %w", st.id, err)
 	}
-	return awaitEvent(ctx, a, events, colour, func(ev publisher.Event) bool { return ev.Outcome() != "" && ev.Subject == st.id })
+	return awaitEvent(ctx, a, events, colour, "outcome of "+st.id, func(ev publisher.Event) bool { return ev.Outcome() != "" && ev.Subject == st.id })
 }
 
 // applymentID is the applyment_id of a succeeded outcome's result.
@@ -273,8 +277,9 @@ func applymentID(ev publisher.Event) string {
 }
 
 // awaitEvent prints events as they come until one that done accepts, and
-// returns it.
-func awaitEvent(ctx context.Context, a *app, events <-chan *nats.Msg, colour bool, done func(publisher.Event) bool) (publisher.Event, error) {
+// returns it; what names the event awaited in the error of a minute without
+// it.
+func awaitEvent(ctx context.Context, a *app, events <-chan *nats.Msg, colour bool, what string, done func(publisher.Event) bool) (publisher.Event, error) {
 	timeout := time.NewTimer(time.Minute)
 	defer timeout.Stop()
 	for {
@@ -282,7 +287,7 @@ func awaitEvent(ctx context.Context, a *app, events <-chan *nats.Msg, colour boo
 		case <-ctx.Done():
 			return publisher.Event{}, ctx.Err()
 		case <-timeout.C:
-			return publisher.Event{}, errors.New("nothing came within a minute")
+			return publisher.Event{}, fmt.Errorf("no %s within a minute", what)
 		case m := <-events:
 			fmt.Fprintln(a.stdout, "  "+strings.ReplaceAll(formatEvent(m.Data, colour), "\n", "\n  "))
 			var ev publisher.Event
