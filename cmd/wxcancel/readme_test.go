@@ -31,7 +31,8 @@ func TestREADMEConfigurationTable(t *testing.T) {
 			}
 		}
 	}
-	known := append(settings.Names(), "WXCANCEL_LOG_LEVEL", "WXCANCEL_LOG_FILE", "WXCANCEL_PPROF")
+	known := append(settings.Names(), "WXCANCEL_LOG_LEVEL", "WXCANCEL_LOG_FILE", "WXCANCEL_PPROF",
+		"GOGC", "GOMAXPROCS") // the Go runtime's, which serve reads too
 	for _, name := range known {
 		if !slices.Contains(documented, name) {
 			t.Errorf("README's configuration table lacks %s", name)

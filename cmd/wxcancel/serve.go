@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/wxcancel/wxcancel/consumer"
 	"github.com/wxcancel/wxcancel/internal/embeddednats"
+	"github.com/wxcancel/wxcancel/internal/maxprocs"
 	"github.com/wxcancel/wxcancel/internal/natsconn"
 	"github.com/wxcancel/wxcancel/internal/settings"
 	"github.com/wxcancel/wxcancel/wxpay"
@@ -180,7 +182,11 @@ func serve(ctx context.Context, cfg settings.Settings, log *slog.Logger, hooks *
 			}
 		}()
 	}
-	log.Info("starting", "version", version, "signer", wxpay.SignerBackend(), "tracing", tp != nil)
+	govCtx, stopGov := context.WithCancel(ctx)
+	waitGov, governed := maxprocs.Start(govCtx, os.Getenv, log)
+	defer func() { stopGov(); waitGov() }()
+	log.Info("starting", "version", version, "signer", wxpay.SignerBackend(), "tracing", tp != nil,
+		"gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_follows_load", governed)
 
 	if len(cfg.NATS.URLs) == 0 {
 		dir, _ := filepath.Abs(cfg.EmbeddedStoreDir)

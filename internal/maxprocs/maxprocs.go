@@ -1,0 +1,251 @@
+// Package maxprocs runs the service's Go code on one P (GOMAXPROCS=1)
+// while its load fits comfortably on one core, and on the runtime's default
+// number of Ps when it does not.
+//
+// With two Ps or more and a light load, each goroutine made ready (a NATS
+// reply, nats.go's flusher woken by a publish, an HTTP answer) wakes a
+// thread on an idle core, which takes the goroutine and runs it there, its
+// caches cold. With one P those goroutines run one after the other on the
+// thread at hand. On the 2-core machine class, at concurrency 64 and 100 ms
+// of WeChat Pay latency, one P spends 7–15% less CPU per command (make
+// bench, alternated pairs; README, Performance), while at full load it
+// would cost 15–19% of the rate: hence a governor rather than a setting.
+// Signatures are C calls, which run beside the P once the runtime's
+// monitor takes the P back from them.
+//
+// The governor never acts when GOMAXPROCS is set in the environment: an
+// operator's setting is kept as it is (see Start).
+package maxprocs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// config is how the governor decides. The zero value of a field means its
+// default.
+type config struct {
+	// Interval between two samples of the process. Default 250ms.
+	Interval time.Duration
+	// Down: the governor goes to one P once the process has used less than
+	// this many cores of CPU (user and system, C calls included) for Settle
+	// samples in a row. Default 0.75.
+	Down float64
+	// Settle is how many samples in a row must be under Down before the
+	// governor goes to one P. Default 4 (one second at the default
+	// Interval).
+	Settle int
+	// Up: at one P, the governor goes back to the runtime's default as soon
+	// as one sample finds the process using more than this many cores.
+	// Default 0.85: one P is saturated at about 0.9 cores on the machine
+	// class (make bench, the peak-gomaxprocs1 run: C calls leave the P only
+	// once the runtime's monitor takes it back). Up must be above Down, and
+	// the load that reaches it at one P costs more at the default: the two
+	// apart keep the governor from going back and forth.
+	Up float64
+}
+
+// Defaults of [config].
+const (
+	defaultInterval = 250 * time.Millisecond
+	defaultDown     = 0.75
+	defaultSettle   = 4
+	defaultUp       = 0.85
+)
+
+func (c config) withDefaults() config {
+	if c.Interval == 0 {
+		c.Interval = defaultInterval
+	}
+	if c.Down == 0 {
+		c.Down = defaultDown
+	}
+	if c.Settle == 0 {
+		c.Settle = defaultSettle
+	}
+	if c.Up == 0 {
+		c.Up = defaultUp
+	}
+	return c
+}
+
+// validate reports every problem of c (after defaults) at once.
+func (c config) validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("maxprocs: Interval %s is negative", c.Interval))
+	}
+	if c.Down < 0 {
+		errs = append(errs, fmt.Errorf("maxprocs: Down %g is negative", c.Down))
+	}
+	if c.Settle < 0 {
+		errs = append(errs, fmt.Errorf("maxprocs: Settle %d is negative", c.Settle))
+	}
+	if c.Up < 0 {
+		errs = append(errs, fmt.Errorf("maxprocs: Up %g is negative", c.Up))
+	}
+	if c.Up <= c.Down {
+		errs = append(errs, fmt.Errorf("maxprocs: Up %g is not above Down %g", c.Up, c.Down))
+	}
+	return errors.Join(errs...)
+}
+
+// sample is what the governor reads of the process: totals since it
+// started, on a monotonic clock.
+type sample struct {
+	Wall time.Duration // time on the clock
+	CPU  time.Duration // process CPU time, user and system
+}
+
+// procsRuntime is what the governor changes: the process's GOMAXPROCS.
+type procsRuntime interface {
+	// Procs returns the current GOMAXPROCS.
+	Procs() int
+	// SetOne sets GOMAXPROCS to 1.
+	SetOne()
+	// SetDefault sets GOMAXPROCS back to the runtime's default, which the
+	// runtime then keeps up to date with the CPU limit.
+	SetDefault()
+}
+
+// governor moves GOMAXPROCS between 1 and the runtime's default as the
+// load asks (see the package documentation). It is not safe for concurrent
+// use: run is its one loop.
+type governor struct {
+	cfg   config
+	rt    procsRuntime
+	read  func() sample
+	log   *slog.Logger
+	one   bool // GOMAXPROCS was set to 1 by the governor
+	below int  // samples in a row under Down
+	last  sample
+	begun bool
+}
+
+// newGovernor returns a governor of rt that samples the process with
+// read. It fails when cfg does not validate.
+func newGovernor(cfg config, rt procsRuntime, read func() sample, log *slog.Logger) (*governor, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &governor{cfg: cfg.withDefaults(), rt: rt, read: read, log: log}, nil
+}
+
+// run samples the process every Interval and moves GOMAXPROCS, until ctx
+// ends; it then sets GOMAXPROCS back to the runtime's default.
+func (g *governor) run(ctx context.Context) {
+	t := time.NewTicker(g.cfg.Interval)
+	defer t.Stop()
+	defer func() {
+		if g.one {
+			g.rt.SetDefault()
+		}
+	}()
+	g.step(g.read())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.step(g.read())
+		}
+	}
+}
+
+// step takes one sample and moves GOMAXPROCS if the load since the
+// previous sample asks for it. The first sample only sets the baseline.
+func (g *governor) step(s sample) {
+	prev := g.last
+	g.last = s
+	if !g.begun {
+		g.begun = true
+		return
+	}
+	wall := s.Wall - prev.Wall
+	if wall <= 0 {
+		return
+	}
+	cores := float64(s.CPU-prev.CPU) / float64(wall)
+	if g.one {
+		if cores > g.cfg.Up {
+			g.rt.SetDefault()
+			g.one, g.below = false, 0
+			g.log.Debug("load above one P: GOMAXPROCS back to the default", "gomaxprocs", g.rt.Procs(), "cores", round(cores))
+		}
+		return
+	}
+	if g.rt.Procs() <= 1 || cores >= g.cfg.Down {
+		g.below = 0
+		return
+	}
+	g.below++
+	if g.below >= g.cfg.Settle {
+		g.rt.SetOne()
+		g.one, g.below = true, 0
+		g.log.Debug("load fits on one P: GOMAXPROCS 1", "cores", round(cores))
+	}
+}
+
+func round(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// fixed reports whether the environment sets GOMAXPROCS, which the
+// governor then must leave alone.
+func fixed(getenv func(string) string) bool { return getenv("GOMAXPROCS") != "" }
+
+// process is the Go runtime's GOMAXPROCS.
+type process struct{}
+
+// Procs returns runtime.GOMAXPROCS(0).
+func (process) Procs() int { return runtime.GOMAXPROCS(0) }
+
+// SetOne calls runtime.GOMAXPROCS(1) (a short stop of the world).
+func (process) SetOne() { runtime.GOMAXPROCS(1) }
+
+// SetDefault calls runtime.SetDefaultGOMAXPROCS, which also resumes the
+// runtime's own updates from the CPU limit.
+func (process) SetDefault() { runtime.SetDefaultGOMAXPROCS() }
+
+// reader returns a sampler of this process: its CPU time from
+// getrusage(2), with wall time from since (a monotonic clock: time.Since of
+// a fixed start). (runtime/metrics' /cpu/classes would not do: the runtime
+// updates them only when a collection ends.)
+func reader(since func() time.Duration) func() sample {
+	return func() sample {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return sample{Wall: since(), CPU: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	}
+}
+
+// Start runs a governor of this process with the default config until
+// ctx ends, unless getenv fixes GOMAXPROCS or the default is one P
+// already; it returns a function that waits for the governor to end (after
+// ctx) and whether one was started.
+//
+// GOMAXPROCS is the whole process's: one governor runs at a time, and
+// Start reports false while another one does.
+func Start(ctx context.Context, getenv func(string) string, log *slog.Logger) (wait func(), started bool) {
+	if fixed(getenv) || runtime.GOMAXPROCS(0) <= 1 || !running.CompareAndSwap(false, true) {
+		return func() {}, false
+	}
+	start := time.Now()
+	g := &governor{cfg: config{}.withDefaults(), rt: process{}, read: reader(func() time.Duration { return time.Since(start) }), log: log}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer running.Store(false)
+		g.run(ctx)
+	}()
+	return func() { <-done }, true
+}
+
+// running: a governor started by Start is running.
+var running atomic.Bool
