@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/big"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -354,9 +353,10 @@ func infoOf(t reflect.Type) *structInfo {
 	return got.(*structInfo)
 }
 
-// plainName matches the JSON keys that may be quoted in a violation's
-// Field; others are described without their name.
-var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+// plainName reports whether a JSON key may be quoted in a violation's
+// Field (1 to 64 of [A-Za-z0-9_-]); others are described without their
+// name.
+func plainName(name string) bool { return plainToken(name, 64) }
 
 // decoder maps a parsed body onto a command struct, collecting violations
 // for everything that does not fit it.
@@ -385,7 +385,7 @@ func (d *decoder) object(path, what string, n *node, v reflect.Value) {
 	for _, m := range n.members {
 		name := m.name
 		field := join(path, name)
-		if !plainName.MatchString(name) {
+		if !plainName(name) {
 			name, field = "", path
 		}
 		if seen[m.name] {

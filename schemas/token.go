@@ -178,4 +178,19 @@ const MaxKeyLength = 128
 // become a subject token and a KV key as it is: 1 to [MaxKeyLength]
 // characters matching [IdentifierPattern]. Anything else is not trusted
 // into a subject.
-func ValidKey(s string) bool { return len(s) <= MaxKeyLength && identifierRE.MatchString(s) }
+func ValidKey(s string) bool { return plainToken(s, MaxKeyLength) }
+
+// plainToken reports whether s is 1 to max bytes that [EncodeToken] keeps
+// as they are: [IdentifierPattern] with a length bound, checked without a
+// regular expression (it runs for every key of every command).
+func plainToken(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := range len(s) {
+		if !plainTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}

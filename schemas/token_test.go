@@ -118,3 +118,18 @@ func TestValidTracestate(t *testing.T) {
 		}
 	}
 }
+
+// FuzzValidKeyMatchesItsPattern keeps ValidKey, which checks bytes in a
+// loop, in step with IdentifierPattern, which the JSON Schemas publish.
+func FuzzValidKeyMatchesItsPattern(f *testing.F) {
+	for _, s := range []string{"", "a", "1900000109", "out_apply-no", "a.b", "a b", "é", "订单", "x\x00", strings.Repeat("k", schemas.MaxKeyLength), strings.Repeat("k", schemas.MaxKeyLength+1)} {
+		f.Add(s)
+	}
+	pattern := regexp.MustCompile(schemas.IdentifierPattern)
+	f.Fuzz(func(t *testing.T, s string) {
+		want := len(s) <= schemas.MaxKeyLength && pattern.MatchString(s)
+		if got := schemas.ValidKey(s); got != want {
+			t.Fatalf("ValidKey(%q) = %v, IdentifierPattern with the length bound says %v", s, got, want)
+		}
+	})
+}
