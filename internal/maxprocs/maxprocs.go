@@ -233,11 +233,16 @@ func reader(since func() time.Duration) func() sample {
 // GOMAXPROCS is the whole process's: one governor runs at a time, and
 // Start reports false while another one does.
 func Start(ctx context.Context, getenv func(string) string, log *slog.Logger) (wait func(), started bool) {
+	return start(ctx, config{}, getenv, log)
+}
+
+// start is Start with cfg (valid, zero fields for the defaults).
+func start(ctx context.Context, cfg config, getenv func(string) string, log *slog.Logger) (wait func(), started bool) {
 	if fixed(getenv) || runtime.GOMAXPROCS(0) <= 1 || !running.CompareAndSwap(false, true) {
 		return func() {}, false
 	}
-	start := time.Now()
-	g := &governor{cfg: config{}.withDefaults(), rt: process{}, read: reader(func() time.Duration { return time.Since(start) }), log: log}
+	t0 := time.Now()
+	g := &governor{cfg: cfg.withDefaults(), rt: process{}, read: reader(func() time.Duration { return time.Since(t0) }), log: log}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
