@@ -180,11 +180,11 @@ const MaxKeyLength = 128
 // into a subject.
 func ValidKey(s string) bool { return plainToken(s, MaxKeyLength) }
 
-// plainToken reports whether s is 1 to max bytes that [EncodeToken] keeps
+// plainToken reports whether s is 1 to limit bytes that [EncodeToken] keeps
 // as they are: [IdentifierPattern] with a length bound, checked without a
 // regular expression (it runs for every key of every command).
-func plainToken(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
+func plainToken(s string, limit int) bool {
+	if len(s) == 0 || len(s) > limit {
 		return false
 	}
 	for i := range len(s) {

@@ -537,7 +537,7 @@ func (b *bench) startStack(ctx context.Context, dir string, simArgs, env []strin
 	if st.opsAddr, err = childproc.FreeAddr(); err != nil {
 		return nil, err
 	}
-	svcEnv := append(childproc.Env(), sr.Keys.Env()...) // GOMAXPROCS unset: the service uses every core
+	svcEnv := append(childproc.Env(), sr.Keys.Env()...) // GOMAXPROCS unset: the service follows its load (internal/maxprocs)
 	svcEnv = append(svcEnv, "NATS_URL="+st.natsURL, "WXPAY_BASE_URL="+sr.BaseURL, "WXPAY_BACKUP_BASE_URL=-",
 		"WXCANCEL_HTTP_ADDR="+st.opsAddr, "WXCANCEL_LOG_LEVEL="+b.logLevel)
 	svcEnv = append(append(svcEnv, env...), b.serviceEnv...)

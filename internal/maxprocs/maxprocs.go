@@ -7,11 +7,12 @@
 // thread on an idle core, which takes the goroutine and runs it there, its
 // caches cold. With one P those goroutines run one after the other on the
 // thread at hand. On the 2-core machine class, at concurrency 64 and 100 ms
-// of WeChat Pay latency, one P spends 7–15% less CPU per command (make
-// bench, alternated pairs; README, Performance), while at full load it
-// would cost 15–19% of the rate: hence a governor rather than a setting.
-// Signatures are C calls, which run beside the P once the runtime's
-// monitor takes the P back from them.
+// of WeChat Pay latency, the governor spends about 7% less CPU per command
+// (12% by efficiency; make bench, seven alternated pairs; README,
+// Performance), while a fixed one P would cost 15–19% of the rate at full
+// load: hence a governor rather than a setting. Signatures are C calls:
+// the runtime's monitor hands the P off from the thread in the call, so
+// other Go code runs meanwhile.
 //
 // The governor never acts when GOMAXPROCS is set in the environment: an
 // operator's setting is kept as it is (see Start).
@@ -45,8 +46,8 @@ type config struct {
 	// Up: at one P, the governor goes back to the runtime's default as soon
 	// as one sample finds the process using more than this many cores.
 	// Default 0.85: one P is saturated at about 0.9 cores on the machine
-	// class (make bench, the peak-gomaxprocs1 run: C calls leave the P only
-	// once the runtime's monitor takes it back). Up must be above Down, and
+	// class (make bench, the peak-gomaxprocs1 run: the P is handed off from
+	// a thread in a C call only when the runtime's monitor notices). Up must be above Down, and
 	// the load that reaches it at one P costs more at the default: the two
 	// apart keep the governor from going back and forth.
 	Up float64
@@ -226,8 +227,8 @@ func reader(since func() time.Duration) func() sample {
 }
 
 // Start runs a governor of this process with the default config until
-// ctx ends, unless getenv fixes GOMAXPROCS or the default is one P
-// already; it returns a function that waits for the governor to end (after
+// ctx ends, unless getenv sets GOMAXPROCS (to anything) or GOMAXPROCS is
+// one already; it returns a function that waits for the governor to end (after
 // ctx) and whether one was started.
 //
 // GOMAXPROCS is the whole process's: one governor runs at a time, and

@@ -133,7 +133,9 @@ func TestFixedByTheEnvironment(t *testing.T) {
 	if !fixed(getenv) {
 		t.Error("not fixed with GOMAXPROCS=2")
 	}
-	wait, started := Start(t.Context(), getenv, quiet)
+	ctx, cancel := context.WithCancel(t.Context())
+	wait, started := Start(ctx, getenv, quiet)
+	cancel()
 	wait()
 	if started {
 		t.Error("Start started a governor although GOMAXPROCS is set")
@@ -198,6 +200,11 @@ func TestReaderMeasuresThisProcess(t *testing.T) {
 // TestStartFollowsThisProcess runs the governor of the test process: idle,
 // it goes to one P; made busy on every core, it goes back to the default.
 func TestStartFollowsThisProcess(t *testing.T) {
+	// The governor moves between 1 and the runtime's default, which go
+	// test's -cpu flag or GOMAXPROCS in the environment may have replaced.
+	prior := runtime.GOMAXPROCS(0)
+	runtime.SetDefaultGOMAXPROCS()
+	t.Cleanup(func() { runtime.GOMAXPROCS(prior) })
 	def := runtime.GOMAXPROCS(0)
 	if def < 2 {
 		t.Skip("one CPU: nothing to govern")
@@ -239,6 +246,14 @@ func TestStartFollowsThisProcess(t *testing.T) {
 	wait()
 	if got := runtime.GOMAXPROCS(0); got != def {
 		t.Fatalf("GOMAXPROCS %d after the governor ended, want the default %d", got, def)
+	}
+	// Once it has ended, the process may start another.
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	wait2, again := start(ctx2, cfg, func(string) string { return "" }, quiet)
+	cancel2()
+	wait2()
+	if !again {
+		t.Fatal("no governor could start after the first one ended")
 	}
 }
 
