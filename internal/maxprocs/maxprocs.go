@@ -237,13 +237,17 @@ func Start(ctx context.Context, getenv func(string) string, log *slog.Logger) (w
 	return start(ctx, config{}, getenv, log)
 }
 
-// start is Start with cfg (valid, zero fields for the defaults).
+// start is Start with cfg (zero fields for the defaults); an invalid cfg
+// starts nothing.
 func start(ctx context.Context, cfg config, getenv func(string) string, log *slog.Logger) (wait func(), started bool) {
-	if fixed(getenv) || runtime.GOMAXPROCS(0) <= 1 || !running.CompareAndSwap(false, true) {
+	if fixed(getenv) || runtime.GOMAXPROCS(0) <= 1 {
 		return func() {}, false
 	}
 	t0 := time.Now()
-	g := &governor{cfg: cfg.withDefaults(), rt: process{}, read: reader(func() time.Duration { return time.Since(t0) }), log: log}
+	g, err := newGovernor(cfg, process{}, reader(func() time.Duration { return time.Since(t0) }), log)
+	if err != nil || !running.CompareAndSwap(false, true) {
+		return func() {}, false
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -121,6 +121,10 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	if _, err := newGovernor(config{Up: 0.5, Down: 0.6}, &fakeRuntime{}, nil, quiet); err == nil {
 		t.Error("New accepted an invalid configuration")
 	}
+	if wait, started := start(t.Context(), config{Up: 0.5, Down: 0.6}, func(string) string { return "" }, quiet); started {
+		wait()
+		t.Error("start ran a governor with an invalid configuration")
+	}
 }
 
 func TestFixedByTheEnvironment(t *testing.T) {
