@@ -63,12 +63,12 @@ func Resources() []Resource { return slices.Clone(resources) }
 // TrackedResources returns the resources that lifecycle tracking follows
 // (docs/interface.md, Lifecycle tracking). The slice is the caller's to
 // modify.
-func TrackedResources() []Resource {
-	return []Resource{ResourceCancelWithdraw, ResourceCancelApplication}
-}
+func TrackedResources() []Resource { return slices.Clone(trackedResources) }
+
+var trackedResources = []Resource{ResourceCancelWithdraw, ResourceCancelApplication}
 
 // Tracked reports whether lifecycle tracking follows resources of kind r.
-func (r Resource) Tracked() bool { return slices.Contains(TrackedResources(), r) }
+func (r Resource) Tracked() bool { return slices.Contains(trackedResources, r) }
 
 // Final reports whether state, as a status-change event of r writes it, is
 // one a resource never leaves: cancel-withdraw REJECTED, REVOKED and FINISH
