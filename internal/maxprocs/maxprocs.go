@@ -47,9 +47,9 @@ type config struct {
 	// as one sample finds the process using more than this many cores.
 	// Default 0.85: one P is saturated at about 0.9 cores on the machine
 	// class (make bench, the peak-gomaxprocs1 run: the P is handed off from
-	// a thread in a C call only when the runtime's monitor notices). Up must be above Down, and
-	// the load that reaches it at one P costs more at the default: the two
-	// apart keep the governor from going back and forth.
+	// a thread in a C call only when the runtime's monitor notices). Up must
+	// be above Down, and the load that reaches it at one P costs more at the
+	// default: the two apart keep the governor from going back and forth.
 	Up float64
 }
 

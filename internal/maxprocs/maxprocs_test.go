@@ -121,8 +121,13 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	if _, err := newGovernor(config{Up: 0.5, Down: 0.6}, &fakeRuntime{}, nil, quiet); err == nil {
 		t.Error("New accepted an invalid configuration")
 	}
-	if wait, started := start(t.Context(), config{Up: 0.5, Down: 0.6}, func(string) string { return "" }, quiet); started {
-		wait()
+	// Cancelled before the wait, so that a governor started by mistake
+	// fails the test rather than hanging it.
+	ctx, cancel := context.WithCancel(t.Context())
+	wait, started := start(ctx, config{Up: 0.5, Down: 0.6}, func(string) string { return "" }, quiet)
+	cancel()
+	wait()
+	if started {
 		t.Error("start ran a governor with an invalid configuration")
 	}
 }
