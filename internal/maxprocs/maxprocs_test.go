@@ -2,10 +2,12 @@ package maxprocs
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,17 +17,37 @@ import (
 	"github.com/wxcancel/wxcancel/internal/poll"
 )
 
-// fakeRuntime records what the governor asks of GOMAXPROCS.
+// fakeRuntime records what the governor asks of GOMAXPROCS and of the
+// threads' CPUs.
 type fakeRuntime struct {
 	def, procs int
+	pinned     int   // -1: every CPU
+	pinErr     error // what Pin answers
 	calls      []string
 }
+
+func newFakeRuntime(def int) *fakeRuntime { return &fakeRuntime{def: def, procs: def, pinned: -1} }
 
 func (r *fakeRuntime) Procs() int { return r.procs }
 func (r *fakeRuntime) SetOne()    { r.procs = 1; r.calls = append(r.calls, "one") }
 func (r *fakeRuntime) SetDefault() {
+	if r.pinned >= 0 {
+		r.calls = append(r.calls, "DEFAULT WHILE PINNED")
+	}
 	r.procs = r.def
 	r.calls = append(r.calls, "default")
+}
+func (r *fakeRuntime) Pin(cpu int) error {
+	r.calls = append(r.calls, "pin "+strconv.Itoa(cpu))
+	if r.pinErr == nil {
+		r.pinned = cpu
+	}
+	return r.pinErr
+}
+func (r *fakeRuntime) Unpin() error {
+	r.pinned = -1
+	r.calls = append(r.calls, "unpin")
+	return nil
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -34,15 +56,34 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type load float64
 
 // feed runs g over the loads, each one interval long, starting from a
-// baseline sample, and returns GOMAXPROCS after each.
+// baseline sample, and returns GOMAXPROCS after each. No CPU's idle time is
+// known.
 func feed(g *governor, rt *fakeRuntime, loads []load) []int {
+	return feedIdle(g, rt, loads, nil)
+}
+
+// feedIdle is feed with the idle share of each CPU in each interval:
+// idle[i] for loads[i] (the last one for the intervals past the end).
+func feedIdle(g *governor, rt *fakeRuntime, loads []load, idle []map[int]float64) []int {
 	const interval = 250 * time.Millisecond
 	var s sample
+	if idle != nil {
+		s.Idle = map[int]time.Duration{}
+		for c := range idle[0] {
+			s.Idle[c] = time.Hour
+		}
+	}
 	g.step(s)
 	var procs []int
-	for _, l := range loads {
-		s.Wall += interval
-		s.CPU += time.Duration(float64(l) * float64(interval))
+	for i, l := range loads {
+		next := sample{Wall: s.Wall + interval, CPU: s.CPU + time.Duration(float64(l)*float64(interval))}
+		if idle != nil {
+			next.Idle = map[int]time.Duration{}
+			for c, share := range idle[min(i, len(idle)-1)] {
+				next.Idle[c] = s.Idle[c] + time.Duration(share*float64(interval))
+			}
+		}
+		s = next
 		g.step(s)
 		procs = append(procs, rt.procs)
 	}
@@ -75,7 +116,7 @@ func TestGovernorFollowsTheLoad(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rt := &fakeRuntime{def: c.def, procs: c.def}
+			rt := newFakeRuntime(c.def)
 			g, err := newGovernor(config{}, rt, nil, quiet)
 			if err != nil {
 				t.Fatal(err)
@@ -91,8 +132,56 @@ func TestGovernorFollowsTheLoad(t *testing.T) {
 	}
 }
 
+func TestGovernorHoldsOneCPU(t *testing.T) {
+	const light, heavy load = 0.6, 1.2
+	both := map[int]float64{0: 0.3, 1: 0.5} // CPU 1 the idlest
+	cases := []struct {
+		name   string
+		loads  []load
+		idle   []map[int]float64
+		pinErr error
+		want   []int
+		calls  string
+	}{
+		{"one P on the idlest CPU", []load{light, light, light, light, light},
+			[]map[int]float64{both}, nil, []int{2, 2, 2, 1, 1}, "one,pin 1"},
+		{"a tie goes to the lowest CPU", []load{light, light, light, light},
+			[]map[int]float64{{0: 0.4, 1: 0.4, 3: 0.4}}, nil, []int{2, 2, 2, 1}, "one,pin 0"},
+		{"the CPU held all but full: every CPU and the default at once",
+			[]load{light, light, light, light, light, light},
+			[]map[int]float64{both, both, both, both, {0: 0.9, 1: 0.05}}, nil, []int{2, 2, 2, 1, 2, 2}, "one,pin 1,unpin,default"},
+		{"at MinIdle it stays",
+			[]load{light, light, light, light, light},
+			[]map[int]float64{both, both, both, both, {0: 0.9, 1: 0.1}}, nil, []int{2, 2, 2, 1, 1}, "one,pin 1"},
+		{"a heavy load unpins before the default", []load{light, light, light, light, heavy},
+			[]map[int]float64{both}, nil, []int{2, 2, 2, 1, 2}, "one,pin 1,unpin,default"},
+		{"no idle figures: one P, no CPU held", []load{light, light, light, light, heavy},
+			nil, nil, []int{2, 2, 2, 1, 2}, "one,default"},
+		{"a refused pin: one P, the threads given every CPU back, and the idle share not watched",
+			[]load{light, light, light, light, light, heavy},
+			[]map[int]float64{both, both, both, both, {0: 0, 1: 0}}, errors.New("refused"), []int{2, 2, 2, 1, 1, 2}, "one,pin 1,unpin,default"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rt := newFakeRuntime(2)
+			rt.pinErr = c.pinErr
+			g, err := newGovernor(config{}, rt, nil, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := feedIdle(g, rt, c.loads, c.idle)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("GOMAXPROCS after each sample = %v, want %v", got, c.want)
+			}
+			if calls := strings.Join(rt.calls, ","); calls != c.calls {
+				t.Errorf("calls = %q, want %q", calls, c.calls)
+			}
+		})
+	}
+}
+
 func TestGovernorIgnoresSamplesWithoutTime(t *testing.T) {
-	rt := &fakeRuntime{def: 2, procs: 2}
+	rt := newFakeRuntime(2)
 	g, err := newGovernor(config{Settle: 1}, rt, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -106,11 +195,11 @@ func TestGovernorIgnoresSamplesWithoutTime(t *testing.T) {
 }
 
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
-	err := config{Interval: -time.Second, Down: -1, Settle: -2, Up: -1.5}.validate()
+	err := config{Interval: -time.Second, Down: -1, Settle: -2, Up: -1.5, MinIdle: 1}.validate()
 	if err == nil {
 		t.Fatal("no error for an invalid configuration")
 	}
-	for _, want := range []string{"Interval -1s", "Down -1", "Settle -2", "Up -1.5 is negative", "Up -1.5 is not above Down -1"} {
+	for _, want := range []string{"Interval -1s", "Down -1", "Settle -2", "Up -1.5 is negative", "Up -1.5 is not above Down -1", "MinIdle 1 is not in [0, 1)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
@@ -118,7 +207,7 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	if err := (config{}).validate(); err != nil {
 		t.Errorf("the default configuration does not validate: %v", err)
 	}
-	if _, err := newGovernor(config{Up: 0.5, Down: 0.6}, &fakeRuntime{}, nil, quiet); err == nil {
+	if _, err := newGovernor(config{Up: 0.5, Down: 0.6}, newFakeRuntime(2), nil, quiet); err == nil {
 		t.Error("New accepted an invalid configuration")
 	}
 	// Cancelled before the wait, so that a governor started by mistake
@@ -164,13 +253,24 @@ func (r *lockedRuntime) SetDefault() {
 	defer r.mu.Unlock()
 	r.fakeRuntime.SetDefault()
 }
+func (r *lockedRuntime) Pin(cpu int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fakeRuntime.Pin(cpu)
+}
+func (r *lockedRuntime) Unpin() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fakeRuntime.Unpin()
+}
+func (r *lockedRuntime) Pinned() int { r.mu.Lock(); defer r.mu.Unlock(); return r.pinned }
 
 func TestRunRestoresTheDefaultWhenItEnds(t *testing.T) {
-	rt := &lockedRuntime{fakeRuntime: fakeRuntime{def: 2, procs: 2}}
+	rt := &lockedRuntime{fakeRuntime: *newFakeRuntime(2)}
 	var wall atomic.Int64
-	read := func() sample { // an idle process: time passes, nothing is used
+	read := func() sample { // an idle process on an idle machine
 		w := time.Duration(wall.Add(int64(10 * time.Millisecond)))
-		return sample{Wall: w}
+		return sample{Wall: w, Idle: map[int]time.Duration{0: w, 1: w}}
 	}
 	g, err := newGovernor(config{Interval: time.Millisecond, Settle: 2}, rt, read, quiet)
 	if err != nil {
@@ -182,17 +282,17 @@ func TestRunRestoresTheDefaultWhenItEnds(t *testing.T) {
 		defer close(done)
 		g.run(ctx)
 	}()
-	poll.True(t, 30*time.Second, "one P for an idle process", func() bool { return rt.Procs() == 1 })
+	poll.True(t, 30*time.Second, "one P on one CPU for an idle process", func() bool { return rt.Procs() == 1 && rt.Pinned() == 0 })
 	cancel()
 	<-done
-	if rt.Procs() != 2 {
-		t.Fatalf("GOMAXPROCS %d after Run ended, want the default 2", rt.Procs())
+	if rt.Procs() != 2 || rt.Pinned() != -1 {
+		t.Fatalf("GOMAXPROCS %d, CPU held %d after Run ended, want the default 2 on every CPU", rt.Procs(), rt.Pinned())
 	}
 }
 
 func TestReaderMeasuresThisProcess(t *testing.T) {
 	start := time.Now()
-	read := reader(func() time.Duration { return time.Since(start) })
+	read := reader(func() time.Duration { return time.Since(start) }, nil)
 	a := read()
 	spin(50 * time.Millisecond)
 	b := read()
@@ -231,6 +331,9 @@ func TestStartFollowsThisProcess(t *testing.T) {
 		t.Fatal("a second governor started while one runs")
 	}
 	poll.True(t, 60*time.Second, "GOMAXPROCS 1 while the process is idle", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	if _, cpus := currentThreadCPUs(); len(cpus) >= 2 {
+		poll.True(t, 60*time.Second, "every thread on one CPU at one P", func() bool { return onOneCPU(t) })
+	}
 
 	stop := make(chan struct{})
 	var spinners sync.WaitGroup
@@ -248,6 +351,8 @@ func TestStartFollowsThisProcess(t *testing.T) {
 			}
 		}()
 	}
+	// The default is counted from the CPUs the threads may run on: back at
+	// def only once they have every CPU again.
 	poll.True(t, 60*time.Second, "GOMAXPROCS back to the default under load", func() bool { return runtime.GOMAXPROCS(0) == def })
 	close(stop)
 	spinners.Wait()
@@ -265,6 +370,10 @@ func TestStartFollowsThisProcess(t *testing.T) {
 		t.Fatal("no governor could start after the first one ended")
 	}
 }
+
+// onOneCPU reports whether every thread of the process may run on one
+// CPU only, the same for all (always false where threads cannot be pinned).
+var onOneCPU = func(*testing.T) bool { return false }
 
 // spin uses the CPU for d.
 func spin(d time.Duration) {
