@@ -330,7 +330,11 @@ func TestFaultKinds(t *testing.T) {
 				t.Errorf("%v, ambiguous %v, %d attempts; want 403 RULE_LIMIT, ambiguous, 2 attempts", err, res.Ambiguous, res.Attempts)
 			}
 			e.srv.Close() // waits for the slow request to be recorded
-			if reqs := e.sim.Requests(); len(reqs) != 2 || !reqs[0].Applied || reqs[1].Applied {
+			// Recorded when it ended, which may be after the retry was
+			// answered: in the order of arrival, the slow one is first.
+			reqs := e.sim.Requests()
+			slices.SortStableFunc(reqs, func(a, b wxpaysim.Request) int { return a.At.Compare(b.At) })
+			if len(reqs) != 2 || !reqs[0].Applied || reqs[1].Applied {
 				t.Errorf("applied: %+v; want the slow request applied, the refused one not", reqs)
 			}
 		},

@@ -125,7 +125,7 @@ type cachedSignature struct {
 
 // Request is one request as the simulator saw it.
 type Request struct {
-	At       time.Time
+	At       time.Time // when it arrived (the simulator's clock)
 	Method   string
 	URI      string // escaped path and query
 	Endpoint string // the command type the path belongs to; "" for an unknown path
@@ -219,8 +219,11 @@ func (s *Server) Register(mchID, serial string, pub *rsa.PublicKey) {
 	s.merchants[mchID] = registered{serial: serial, key: pub}
 }
 
-// Requests returns the most recent requests, oldest first (up to
-// [Options.RequestLog]).
+// Requests returns the most recent requests (up to [Options.RequestLog])
+// in the order they ended: a request is recorded once it is answered,
+// dropped, or its client has gone away, so a slow request comes after one
+// that arrived later and was answered first (sort by At for the order of
+// arrival).
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
