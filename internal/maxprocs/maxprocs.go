@@ -18,10 +18,12 @@
 // keeps that hand-off, the monitor's wake-ups and the threads' caches on
 // one core: about a fifth less CPU per command there again (seven
 // alternated pairs; README, Performance). The CPU is the idlest of the
-// process's when the governor goes to one P; when a sample finds it all
-// but full (less than MinIdle of it idle: other programs pinned there,
-// say), the governor goes back to every CPU and the default Ps at once, as
-// it does when the process's own load grows.
+// process's when the governor goes to one P, and another once that one
+// has been much idler for a second (Move: a neighbour has taken to the
+// CPU held); when a sample finds the CPU held all but full (less than
+// MinIdle of it idle: other programs pinned there, say), the governor goes
+// back to every CPU and the default Ps at once, as it does when the
+// process's own load grows.
 //
 // The governor never acts when GOMAXPROCS is set in the environment: an
 // operator's setting is kept as it is (see Start). Pinning needs Linux
@@ -68,6 +70,11 @@ type config struct {
 	// fills it. Default 0.1 (at concurrency 64 on the machine class, the
 	// CPU held is about half idle).
 	MinIdle float64
+	// Move: at one P, on one CPU, the governor moves the threads to
+	// another of the process's CPUs once that one has been idle for at
+	// least this share of the interval more than the CPU held, Settle
+	// samples in a row: a neighbour has taken to the CPU held. Default 0.3.
+	Move float64
 }
 
 // Defaults of [config].
@@ -77,6 +84,7 @@ const (
 	defaultSettle   = 4
 	defaultUp       = 0.85
 	defaultMinIdle  = 0.1
+	defaultMove     = 0.3
 )
 
 func (c config) withDefaults() config {
@@ -94,6 +102,9 @@ func (c config) withDefaults() config {
 	}
 	if c.MinIdle == 0 {
 		c.MinIdle = defaultMinIdle
+	}
+	if c.Move == 0 {
+		c.Move = defaultMove
 	}
 	return c
 }
@@ -116,6 +127,9 @@ func (c config) validate() error {
 	}
 	if c.MinIdle < 0 || c.MinIdle >= 1 {
 		errs = append(errs, fmt.Errorf("maxprocs: MinIdle %g is not in [0, 1)", c.MinIdle))
+	}
+	if c.Move <= 0 || c.Move > 1 {
+		errs = append(errs, fmt.Errorf("maxprocs: Move %g is not in (0, 1]", c.Move))
 	}
 	if c.Up <= c.Down {
 		errs = append(errs, fmt.Errorf("maxprocs: Up %g is not above Down %g", c.Up, c.Down))
@@ -162,6 +176,7 @@ type governor struct {
 	// pinned is the CPU the governor holds the threads on, -1 for none.
 	pinned int
 	below  int // samples in a row under Down
+	idler  int // samples in a row with another CPU idler than pinned by Move
 	last   sample
 	begun  bool
 }
@@ -220,6 +235,8 @@ func (g *governor) step(s sample) {
 			cpu := g.pinned
 			g.toDefault()
 			g.log.Debug("the CPU held is full: every CPU and the default GOMAXPROCS again", "cpu", cpu, "idle", round(idle), "cores", round(cores))
+		case known:
+			g.moveIfIdler(prev, s, idle, wall)
 		}
 		return
 	}
@@ -244,6 +261,33 @@ func (g *governor) step(s sample) {
 	}
 }
 
+// moveIfIdler moves the threads to the idlest CPU once it has been idler
+// than the one held (idle that share of the interval from prev to s, wall
+// long) by Move, Settle samples in a row. When the move fails, the threads
+// may be on either CPU: the governor goes back to every CPU and the
+// default Ps.
+func (g *governor) moveIfIdler(prev, s sample, idle float64, wall time.Duration) {
+	cpu, ok := idlest(prev, s)
+	other, _ := idleShare(prev, s, cpu, wall)
+	if !ok || cpu == g.pinned || other-idle < g.cfg.Move {
+		g.idler = 0
+		return
+	}
+	g.idler++
+	if g.idler < g.cfg.Settle {
+		return
+	}
+	g.idler = 0
+	from := g.pinned
+	if err := g.rt.Pin(cpu); err != nil {
+		g.log.Debug("cannot move the threads to an idler CPU", "from", from, "to", cpu, "err", err)
+		g.toDefault()
+		return
+	}
+	g.pinned = cpu
+	g.log.Debug("threads moved to an idler CPU", "from", from, "to", cpu, "idle_held", round(idle), "idle_to", round(other))
+}
+
 // toDefault undoes SetOne and Pin: the CPUs first, for the runtime's
 // default counts the CPUs the thread may run on.
 func (g *governor) toDefault() {
@@ -254,7 +298,7 @@ func (g *governor) toDefault() {
 		g.pinned = -1
 	}
 	g.rt.SetDefault()
-	g.one, g.below = false, 0
+	g.one, g.below, g.idler = false, 0, 0
 }
 
 // idleShare is the share of the interval from prev to s, wall long, that

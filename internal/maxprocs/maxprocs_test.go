@@ -153,6 +153,15 @@ func TestGovernorHoldsOneCPU(t *testing.T) {
 		{"at MinIdle it stays",
 			[]load{light, light, light, light, light},
 			[]map[int]float64{both, both, both, both, {0: 0.9, 1: 0.1}}, nil, []int{2, 2, 2, 1, 1}, "one,pin 1"},
+		{"another CPU idler by Move for Settle samples: the threads move there",
+			[]load{light, light, light, light, light, light, light, light, light},
+			[]map[int]float64{both, both, both, both, {0: 0.65, 1: 0.3}}, nil, []int{2, 2, 2, 1, 1, 1, 1, 1, 1}, "one,pin 1,pin 0"},
+		{"idler by less than Move: the threads stay",
+			[]load{light, light, light, light, light, light, light, light, light},
+			[]map[int]float64{both, both, both, both, {0: 0.59, 1: 0.3}}, nil, []int{2, 2, 2, 1, 1, 1, 1, 1, 1}, "one,pin 1"},
+		{"a sample without the idler CPU starts the count again",
+			[]load{light, light, light, light, light, light, light, light, light, light},
+			[]map[int]float64{both, both, both, both, {0: 0.65, 1: 0.3}, {0: 0.65, 1: 0.3}, {0: 0.65, 1: 0.3}, both, {0: 0.65, 1: 0.3}}, nil, []int{2, 2, 2, 1, 1, 1, 1, 1, 1, 1}, "one,pin 1"},
 		{"a heavy load unpins before the default", []load{light, light, light, light, heavy},
 			[]map[int]float64{both}, nil, []int{2, 2, 2, 1, 2}, "one,pin 1,unpin,default"},
 		{"no idle figures: one P, no CPU held", []load{light, light, light, light, heavy},
@@ -195,11 +204,11 @@ func TestGovernorIgnoresSamplesWithoutTime(t *testing.T) {
 }
 
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
-	err := config{Interval: -time.Second, Down: -1, Settle: -2, Up: -1.5, MinIdle: 1}.validate()
+	err := config{Interval: -time.Second, Down: -1, Settle: -2, Up: -1.5, MinIdle: 1, Move: -0.5}.validate()
 	if err == nil {
 		t.Fatal("no error for an invalid configuration")
 	}
-	for _, want := range []string{"Interval -1s", "Down -1", "Settle -2", "Up -1.5 is negative", "Up -1.5 is not above Down -1", "MinIdle 1 is not in [0, 1)"} {
+	for _, want := range []string{"Interval -1s", "Down -1", "Settle -2", "Up -1.5 is negative", "Up -1.5 is not above Down -1", "MinIdle 1 is not in [0, 1)", "Move -0.5 is not in (0, 1]"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
