@@ -255,24 +255,16 @@ type lockedRuntime struct {
 	fakeRuntime
 }
 
-func (r *lockedRuntime) Procs() int { r.mu.Lock(); defer r.mu.Unlock(); return r.procs }
-func (r *lockedRuntime) SetOne()    { r.mu.Lock(); defer r.mu.Unlock(); r.fakeRuntime.SetOne() }
-func (r *lockedRuntime) SetDefault() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.fakeRuntime.SetDefault()
-}
+func (r *lockedRuntime) Procs() int  { r.mu.Lock(); defer r.mu.Unlock(); return r.procs }
+func (r *lockedRuntime) SetOne()     { r.mu.Lock(); defer r.mu.Unlock(); r.fakeRuntime.SetOne() }
+func (r *lockedRuntime) SetDefault() { r.mu.Lock(); defer r.mu.Unlock(); r.fakeRuntime.SetDefault() }
 func (r *lockedRuntime) Pin(cpu int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.fakeRuntime.Pin(cpu)
 }
-func (r *lockedRuntime) Unpin() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.fakeRuntime.Unpin()
-}
-func (r *lockedRuntime) Pinned() int { r.mu.Lock(); defer r.mu.Unlock(); return r.pinned }
+func (r *lockedRuntime) Unpin() error { r.mu.Lock(); defer r.mu.Unlock(); return r.fakeRuntime.Unpin() }
+func (r *lockedRuntime) Pinned() int  { r.mu.Lock(); defer r.mu.Unlock(); return r.pinned }
 
 func TestRunRestoresTheDefaultWhenItEnds(t *testing.T) {
 	rt := &lockedRuntime{fakeRuntime: *newFakeRuntime(2)}
