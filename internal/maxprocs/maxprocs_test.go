@@ -372,10 +372,6 @@ func TestStartFollowsThisProcess(t *testing.T) {
 	}
 }
 
-// onOneCPU reports whether every thread of the process may run on one
-// CPU only, the same for all (always false where threads cannot be pinned).
-var onOneCPU = func(*testing.T) bool { return false }
-
 // spin uses the CPU for d.
 func spin(d time.Duration) {
 	x := 0

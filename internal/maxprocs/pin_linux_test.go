@@ -26,9 +26,19 @@ func threadSets(t *testing.T) map[int]unix.CPUSet {
 	return sets
 }
 
-// moreThreads makes the runtime start n more threads and keeps them until
-// the returned function is called: n goroutines each locked to its own
-// thread, the threads made after the call.
+// threadsNow is the set of the process's threads.
+func threadsNow() (map[int]bool, error) {
+	tids, err := threads()
+	set := map[int]bool{}
+	for _, tid := range tids {
+		set[tid] = true
+	}
+	return set, err
+}
+
+// moreThreads keeps n goroutines each locked to a thread of its own until
+// the returned function is called: the runtime starts new threads for
+// those its idle threads do not cover.
 func moreThreads(n int) (release func()) {
 	var ready, hold sync.WaitGroup
 	hold.Add(1)
@@ -45,19 +55,19 @@ func moreThreads(n int) (release func()) {
 	return hold.Done
 }
 
-func init() {
-	onOneCPU = func(t *testing.T) bool {
-		var first unix.CPUSet
-		n := 0
-		for _, s := range threadSets(t) {
-			if s.Count() != 1 || (n > 0 && s != first) {
-				return false
-			}
-			first = s
-			n++
+// onOneCPU reports whether every thread of the process may run on one
+// CPU only, the same for all.
+func onOneCPU(t *testing.T) bool {
+	var first unix.CPUSet
+	n := 0
+	for _, s := range threadSets(t) {
+		if s.Count() != 1 || (n > 0 && s != first) {
+			return false
 		}
-		return n > 0
+		first = s
+		n++
 	}
+	return n > 0
 }
 
 func TestPinHoldsEveryThread(t *testing.T) {
@@ -76,9 +86,25 @@ func TestPinHoldsEveryThread(t *testing.T) {
 	if err := threads.pin(cpu); err != nil {
 		t.Fatalf("pin(%d): %v", cpu, err)
 	}
-	after := moreThreads(4) // made by threads already pinned
+	pinnedAt, err := threadsNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More goroutines locked to threads than the process has threads: the
+	// runtime must make new ones, from threads already pinned.
+	after := moreThreads(len(pinnedAt) + 2)
 	defer after()
-	for tid, s := range threadSets(t) {
+	sets := threadSets(t)
+	made := 0
+	for tid := range sets {
+		if !pinnedAt[tid] {
+			made++
+		}
+	}
+	if made == 0 {
+		t.Fatal("no thread was made after the pin: inheritance is not tested")
+	}
+	for tid, s := range sets {
 		if s.Count() != 1 || !s.IsSet(cpu) {
 			t.Errorf("thread %d may run on %d CPUs after pin(%d) (CPU %d set: %v)", tid, s.Count(), cpu, cpu, s.IsSet(cpu))
 		}
