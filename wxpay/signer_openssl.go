@@ -10,10 +10,21 @@ package wxpay
 // afterwards), and freed with the Signer. OpenSSL reads no configuration
 // file (OPENSSL_INIT_NO_LOAD_CONFIG): the signer does not change with the
 // host's openssl.cnf.
+//
+// Signatures are made on threads of the key's own (see signThreads), not
+// in a cgo call of the goroutine that asks: a call as long as a signature
+// (about 0.27 ms) makes the Go runtime hand the goroutine's P to another
+// thread and take one back afterwards, and keeps its sysmon thread waking
+// every few tens of microseconds to do so.
 
 /*
-#cgo LDFLAGS: -lcrypto
+#cgo LDFLAGS: -lcrypto -lpthread
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -66,16 +77,200 @@ static EVP_PKEY_CTX *wx_ctx(EVP_PKEY *k, int sign, char *err, size_t errn) {
 	return ctx;
 }
 
-static int wx_sign(EVP_PKEY_CTX *ctx, const unsigned char *digest, unsigned char *sig, size_t *siglen, char *err, size_t errn) {
-	int ok = EVP_PKEY_sign(ctx, sig, siglen, digest, 32) > 0;
-	if (!ok) {
-		wx_error(err, errn);
+// WX_MAX_SIG bounds a signature: an RSA key of up to 8192 bits.
+#define WX_MAX_SIG 1024
+
+// wx_job is one signature to make: the digest in, the signature or the
+// error out. Jobs live in C memory: the signing threads use them after the
+// cgo call that queued them has returned.
+typedef struct wx_job {
+	unsigned char digest[32];
+	unsigned char sig[WX_MAX_SIG];
+	size_t siglen;
+	int ok;
+	int slot; // index in its pool's jobs
+	char err[256];
+	struct wx_job *next;
+} wx_job;
+
+// wx_pool is a key's signing threads, each with its own context, and the
+// jobs they take from a queue. A thread puts a signed job on the done
+// list, and when that list was empty writes to efd, which the Go side
+// reads through its poller.
+typedef struct wx_pool {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	wx_job *head, *tail; // queued, oldest first
+	wx_job *done;        // signed, not yet taken
+	int idle;            // threads waiting on cv
+	int quit;
+	int efd;
+	int n;               // threads running
+	EVP_PKEY *pkey;
+	EVP_PKEY_CTX **ctxs;
+	pthread_t *threads;
+	int nctx;            // length of ctxs (NULL until made)
+	wx_job *jobs;
+	int slots;           // length of jobs
+} wx_pool;
+
+typedef struct { wx_pool *p; EVP_PKEY_CTX *ctx; } wx_worker_arg;
+
+static void *wx_worker(void *arg) {
+	wx_pool *p = ((wx_worker_arg *)arg)->p;
+	EVP_PKEY_CTX *ctx = ((wx_worker_arg *)arg)->ctx;
+	free(arg);
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		while (p->head == NULL && !p->quit) {
+			p->idle++;
+			pthread_cond_wait(&p->cv, &p->mu);
+			p->idle--;
+		}
+		if (p->head == NULL) { // quit, and nothing left
+			pthread_mutex_unlock(&p->mu);
+			return NULL;
+		}
+		wx_job *j = p->head;
+		p->head = j->next;
+		if (p->head == NULL) {
+			p->tail = NULL;
+		}
+		pthread_mutex_unlock(&p->mu);
+
+		j->siglen = sizeof j->sig;
+		j->ok = EVP_PKEY_sign(ctx, j->sig, &j->siglen, j->digest, 32) > 0;
+		if (!j->ok) {
+			wx_error(j->err, sizeof j->err);
+		}
+
+		pthread_mutex_lock(&p->mu);
+		int first = p->done == NULL;
+		j->next = p->done;
+		p->done = j;
+		pthread_mutex_unlock(&p->mu);
+		if (first) {
+			uint64_t one = 1;
+			// Cannot fail short of a bad descriptor: the counter is far
+			// from its maximum, since every read resets it.
+			(void)!write(p->efd, &one, sizeof one);
+		}
 	}
-	return ok;
 }
 
-// wx_verify returns 1 when sig is the signature of digest; a mismatch, or
-// a signature of the wrong length, is 0, its queued errors dropped.
+// wx_pool_stop makes the threads finish the queued jobs and end, and
+// waits for them.
+static void wx_pool_stop(wx_pool *p) {
+	pthread_mutex_lock(&p->mu);
+	p->quit = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->n; i++) {
+		pthread_join(p->threads[i], NULL);
+	}
+	p->n = 0;
+}
+
+// wx_pool_free frees a stopped pool: its contexts, jobs, descriptor and
+// the key.
+static void wx_pool_free(wx_pool *p) {
+	for (int i = 0; i < p->nctx && p->ctxs != NULL; i++) {
+		EVP_PKEY_CTX_free(p->ctxs[i]);
+	}
+	if (p->efd >= 0) { // still ours: not yet handed to Go
+		close(p->efd);
+	}
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mu);
+	EVP_PKEY_free(p->pkey);
+	free(p->ctxs);
+	free(p->threads);
+	free(p->jobs);
+	free(p);
+}
+
+// wx_pool_new starts n threads signing with pkey (which the pool owns from
+// then on, and frees) and makes slots jobs. NULL on failure, described in
+// err, with nothing left running and pkey freed.
+static wx_pool *wx_pool_new(EVP_PKEY *pkey, int n, int slots, char *err, size_t errn) {
+	wx_pool *p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		EVP_PKEY_free(pkey);
+		snprintf(err, errn, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->pkey = pkey;
+	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	p->ctxs = calloc(n, sizeof *p->ctxs);
+	p->threads = calloc(n, sizeof *p->threads);
+	p->jobs = calloc(slots, sizeof *p->jobs);
+	p->nctx = n;
+	p->slots = slots;
+	if (p->efd < 0 || p->ctxs == NULL || p->threads == NULL || p->jobs == NULL) {
+		snprintf(err, errn, p->efd < 0 ? "eventfd failed" : "out of memory");
+		wx_pool_free(p);
+		return NULL;
+	}
+	for (int i = 0; i < n; i++) {
+		p->ctxs[i] = wx_ctx(pkey, 1, err, errn);
+		wx_worker_arg *a = malloc(sizeof *a);
+		if (p->ctxs[i] == NULL || a == NULL) {
+			if (a == NULL) {
+				snprintf(err, errn, "out of memory");
+			}
+			free(a);
+			wx_pool_stop(p);
+			wx_pool_free(p);
+			return NULL;
+		}
+		a->p = p;
+		a->ctx = p->ctxs[i];
+		if (pthread_create(&p->threads[i], NULL, wx_worker, a) != 0) {
+			free(a);
+			snprintf(err, errn, "cannot start a signing thread");
+			wx_pool_stop(p);
+			wx_pool_free(p);
+			return NULL;
+		}
+		p->n = i + 1;
+	}
+	for (int i = 0; i < slots; i++) {
+		p->jobs[i].slot = i;
+	}
+	return p;
+}
+
+static wx_job *wx_pool_job(wx_pool *p, int slot) { return &p->jobs[slot]; }
+
+// wx_pool_submit queues j, waking a thread if one is waiting.
+static void wx_pool_submit(wx_pool *p, wx_job *j) {
+	j->next = NULL;
+	pthread_mutex_lock(&p->mu);
+	if (p->tail != NULL) {
+		p->tail->next = j;
+	} else {
+		p->head = j;
+	}
+	p->tail = j;
+	int wake = p->idle > 0;
+	pthread_mutex_unlock(&p->mu);
+	if (wake) {
+		pthread_cond_signal(&p->cv);
+	}
+}
+
+// wx_pool_take returns the signed jobs, linked by next, and empties the
+// done list.
+static wx_job *wx_pool_take(wx_pool *p) {
+	pthread_mutex_lock(&p->mu);
+	wx_job *d = p->done;
+	p->done = NULL;
+	pthread_mutex_unlock(&p->mu);
+	return d;
+}
+
 static int wx_verify(EVP_PKEY_CTX *ctx, const unsigned char *digest, const unsigned char *sig, size_t siglen) {
 	int ok = EVP_PKEY_verify(ctx, sig, siglen, digest, 32) == 1;
 	ERR_clear_error();
@@ -89,10 +284,14 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -117,29 +316,126 @@ var initLibcrypto = sync.OnceValue(func() error {
 	return nil
 })
 
-// libcryptoKey is an RSA private key held by libcrypto.
+// libcryptoKey is an RSA private key held by libcrypto, and the threads
+// that sign with it.
 type libcryptoKey struct {
-	size int      // signature length in bytes
-	ctxs *ctxPool // holds the key, and frees it
+	size    int // signature length in bytes
+	signers *signThreads
 }
 
-// ctxPool keeps contexts of one key made for one operation, so that a
-// signature or verification does not make and set one up each time (about
-// 5 µs of a signature's 270, 7 µs of a verification's 22). A context is
-// used by one goroutine at a time; the pool keeps at most its capacity,
-// freeing the rest, and is freed with its key.
+// signThreadCount is how many threads a key signs on: GOMAXPROCS as the
+// program starts (the CPUs it may use, its cgroup's CPU limit, or
+// $GOMAXPROCS), read before anything changes it.
+var signThreadCount = runtime.GOMAXPROCS(0)
+
+// signSlots bounds the signatures queued on one key's threads at once; a
+// signature asked for beyond it waits for a slot.
+const signSlots = 128
+
+// signThreads signs with one key on threads of its own, outside the Go
+// scheduler. A goroutine takes a job slot, queues the digest and waits for
+// its slot's signal; the threads make the signatures, and a goroutine of
+// the key's (deliver) reads their wake-up through the runtime's poller and
+// signals the slots. Everything is stopped and freed by the key's cleanup,
+// once no signature can be in progress.
+type signThreads struct {
+	pool    *C.wx_pool
+	free    chan int        // slots not in use
+	done    []chan struct{} // done[i] is signalled once slot i's job is signed
+	wake    *os.File        // the pool's eventfd
+	closing atomic.Bool     // set by stop before its last wake-up
+	stopped chan struct{}   // closed once deliver has freed the pool
+	once    sync.Once
+}
+
+// liveSignThreads counts the keys whose threads are running (for tests).
+var liveSignThreads atomic.Int32
+
+// startSignThreads starts n threads signing with pkey, which they own from
+// then on (freed with them, or now if they cannot start).
+func startSignThreads(pkey *C.EVP_PKEY, n int) (*signThreads, error) {
+	var msg [errBufLen]C.char
+	pool := C.wx_pool_new(pkey, C.int(n), signSlots, &msg[0], errBufLen)
+	if pool == nil {
+		return nil, fmt.Errorf("wxpay: cannot start the OpenSSL signing threads: %s", C.GoString(&msg[0]))
+	}
+	t := &signThreads{
+		pool: pool, free: make(chan int, signSlots), done: make([]chan struct{}, signSlots),
+		// A non-blocking descriptor: os.NewFile gives it to the poller.
+		wake: os.NewFile(uintptr(pool.efd), "wxpay-signing"), stopped: make(chan struct{}),
+	}
+	for i := range signSlots {
+		t.done[i] = make(chan struct{}, 1)
+		t.free <- i
+	}
+	liveSignThreads.Add(1)
+	go t.deliver()
+	return t, nil
+}
+
+// sign makes the PKCS#1 v1.5 signature of digest, of at most size bytes.
+func (t *signThreads) sign(digest *[sha256.Size]byte) ([]byte, error) {
+	slot := <-t.free
+	defer func() { t.free <- slot }()
+	j := C.wx_pool_job(t.pool, C.int(slot))
+	j.digest = *(*[sha256.Size]C.uchar)(unsafe.Pointer(digest))
+	C.wx_pool_submit(t.pool, j)
+	<-t.done[slot]
+	if j.ok != 1 {
+		return nil, errors.New("OpenSSL: " + C.GoString(&j.err[0]))
+	}
+	return C.GoBytes(unsafe.Pointer(&j.sig[0]), C.int(j.siglen)), nil
+}
+
+// deliver signals the slots of the jobs the threads have signed, each time
+// they write to the eventfd, until stop; then it frees the pool.
+func (t *signThreads) deliver() {
+	defer close(t.stopped)
+	var buf [8]byte
+	for {
+		_, err := t.wake.Read(buf[:])
+		if t.closing.Load() {
+			break
+		}
+		if err != nil {
+			// Not expected of an eventfd; the jobs are taken all the same,
+			// and the read is tried again.
+			time.Sleep(time.Millisecond)
+		}
+		for j := C.wx_pool_take(t.pool); j != nil; {
+			next := j.next // the slot may be reused as soon as it is signalled
+			t.done[int(j.slot)] <- struct{}{}
+			j = next
+		}
+	}
+	_ = t.wake.Close() // the eventfd is t.wake's to close, not wx_pool_free's
+	t.pool.efd = -1
+	C.wx_pool_free(t.pool)
+	liveSignThreads.Add(-1)
+}
+
+// stop ends the threads and deliver; the key's cleanup.
+func (t *signThreads) stop() {
+	t.once.Do(func() {
+		C.wx_pool_stop(t.pool)
+		t.closing.Store(true)
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		_, _ = t.wake.Write(one[:])
+	})
+}
+
+// ctxPool keeps verification contexts of one public key, so that a
+// verification does not make and set one up each time (about 7 µs of its
+// 22). A context is used by one goroutine at a time; the pool keeps at
+// most its capacity, freeing the rest, and is freed with its key.
 type ctxPool struct {
 	pkey *C.EVP_PKEY
-	sign C.int
 	idle chan *C.EVP_PKEY_CTX
 }
 
-func newCtxPool(pkey *C.EVP_PKEY, sign bool) *ctxPool {
-	p := &ctxPool{pkey: pkey, idle: make(chan *C.EVP_PKEY_CTX, 2*runtime.NumCPU())}
-	if sign {
-		p.sign = 1
-	}
-	return p
+func newCtxPool(pkey *C.EVP_PKEY) *ctxPool {
+	return &ctxPool{pkey: pkey, idle: make(chan *C.EVP_PKEY_CTX, 2*runtime.NumCPU())}
 }
 
 // get returns an idle context, or a new one.
@@ -150,7 +446,7 @@ func (p *ctxPool) get() (*C.EVP_PKEY_CTX, error) {
 	default:
 	}
 	var msg [errBufLen]C.char
-	c := C.wx_ctx(p.pkey, p.sign, &msg[0], errBufLen)
+	c := C.wx_ctx(p.pkey, 0, &msg[0], errBufLen)
 	if c == nil {
 		return nil, errors.New("OpenSSL: " + C.GoString(&msg[0]))
 	}
@@ -167,7 +463,8 @@ func (p *ctxPool) put(c *C.EVP_PKEY_CTX) {
 }
 
 // free frees the idle contexts and the key (which the contexts held a
-// reference to): the key's cleanup, once no signature can be in progress.
+// reference to): the key's cleanup, once no verification can be in
+// progress.
 func (p *ctxPool) free() {
 	for {
 		select {
@@ -194,8 +491,17 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 	if p == nil {
 		return nil, fmt.Errorf("wxpay: OpenSSL cannot load the private key: %s", C.GoString(&msg[0]))
 	}
-	k := &libcryptoKey{size: int(C.EVP_PKEY_get_size(p)), ctxs: newCtxPool(p, true)}
-	runtime.AddCleanup(k, (*ctxPool).free, k.ctxs)
+	size := int(C.EVP_PKEY_get_size(p))
+	if size > C.WX_MAX_SIG {
+		C.EVP_PKEY_free(p)
+		return nil, fmt.Errorf("wxpay: the OpenSSL signer takes RSA keys of up to %d bits, not %d", C.WX_MAX_SIG*8, key.N.BitLen())
+	}
+	signers, err := startSignThreads(p, max(signThreadCount, 1))
+	if err != nil {
+		return nil, err
+	}
+	k := &libcryptoKey{size: size, signers: signers}
+	runtime.AddCleanup(k, (*signThreads).stop, signers)
 	// A self-check: the key libcrypto holds is the key given.
 	var digest [sha256.Size]byte
 	sig, err := k.signDigest(&digest)
@@ -209,20 +515,9 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 }
 
 func (k *libcryptoKey) signDigest(digest *[sha256.Size]byte) ([]byte, error) {
-	ctx, err := k.ctxs.get()
-	if err != nil {
-		return nil, err
-	}
-	sig := make([]byte, k.size)
-	n := C.size_t(len(sig))
-	var msg [errBufLen]C.char
-	ok := C.wx_sign(ctx, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), &n, &msg[0], errBufLen)
-	k.ctxs.put(ctx)
-	runtime.KeepAlive(k) // the key is not freed while libcrypto uses it
-	if ok != 1 {
-		return nil, errors.New("OpenSSL: " + C.GoString(&msg[0]))
-	}
-	return sig[:n], nil
+	sig, err := k.signers.sign(digest)
+	runtime.KeepAlive(k) // the threads are not stopped while they sign for k
+	return sig, err
 }
 
 // libcryptoPublicKey is an RSA public key held by libcrypto.
@@ -238,7 +533,7 @@ func newDigestVerifier(key *rsa.PublicKey) (digestVerifier, error) {
 	if p == nil {
 		return nil, fmt.Errorf("OpenSSL cannot load the public key: %s", C.GoString(&msg[0]))
 	}
-	k := &libcryptoPublicKey{ctxs: newCtxPool(p, false)}
+	k := &libcryptoPublicKey{ctxs: newCtxPool(p)}
 	runtime.AddCleanup(k, (*ctxPool).free, k.ctxs)
 	return k, nil
 }

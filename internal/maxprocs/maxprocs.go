@@ -11,13 +11,13 @@
 // of WeChat Pay latency, one P spends about 7% less CPU per command
 // (12% by efficiency; make bench, seven alternated pairs; README,
 // Performance), while a fixed one P would cost 15–19% of the rate at full
-// load: hence a governor rather than a setting. Signatures are C calls:
-// the runtime's monitor hands the P off from the thread in the call, so
-// other Go code runs meanwhile, on another thread, which the kernel would
-// run on another core. Holding every thread of the process on one CPU
-// keeps that hand-off, the monitor's wake-ups and the threads' caches on
-// one core: about a fifth less CPU per command there again (seven
-// alternated pairs; README, Performance). The CPU is the idlest of the
+// load: hence a governor rather than a setting. One P still runs beside
+// other threads: the runtime's monitor, and with the OpenSSL signer the
+// threads that sign (wxpay), which the kernel would run on another core.
+// Holding every thread of the process on one CPU keeps them, their
+// wake-ups and the threads' caches on one core: about a fifth less CPU per
+// command there again (seven alternated pairs, measured while signatures
+// were C calls of the goroutines; README, Performance). The CPU is the idlest of the
 // process's when the governor goes to one P, and another once that one
 // has been much idler for a second (Move: a neighbour has taken to the
 // CPU held); when a sample finds the CPU held all but full (less than
@@ -59,8 +59,7 @@ type config struct {
 	// Up: at one P, the governor goes back to the runtime's default as soon
 	// as one sample finds the process using more than this many cores.
 	// Default 0.85: one P is saturated at about 0.9 cores on the machine
-	// class (make bench, the peak-gomaxprocs1 run: the P is handed off from
-	// a thread in a C call only when the runtime's monitor notices). Up must
+	// class (make bench, the peak-gomaxprocs1 run). Up must
 	// be above Down, and the load that reaches it at one P costs more at the
 	// default: the two apart keep the governor from going back and forth.
 	Up float64
