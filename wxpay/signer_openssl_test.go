@@ -43,7 +43,7 @@ func TestSignThreadsMoreCallersThanSlots(t *testing.T) {
 // TestSignThreadsEndWithTheKey: a signer's threads, and the goroutine that
 // hands their signatures back, end once the signer is collected.
 func TestSignThreadsEndWithTheKey(t *testing.T) {
-	before := liveSignThreads.Load()
+	var threads *signThreads
 	func() {
 		s, err := NewSigner(testMchID, testMchSerial, keys(t).merchant)
 		if err != nil {
@@ -52,16 +52,38 @@ func TestSignThreadsEndWithTheKey(t *testing.T) {
 		if _, err := s.Sign([]byte("once")); err != nil {
 			t.Fatal(err)
 		}
-		if n := liveSignThreads.Load(); n != before+1 {
-			t.Fatalf("%d keys with threads running, want %d", n, before+1)
-		}
+		threads = s.key.(*libcryptoKey).signers
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for liveSignThreads.Load() > before {
-		if time.Now().After(deadline) {
-			t.Fatalf("the collected signer's threads still run: %d keys with threads, want %d", liveSignThreads.Load(), before)
-		}
+	deadline := time.After(30 * time.Second)
+	for {
 		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-threads.stopped:
+			return
+		case <-deadline:
+			t.Fatal("the collected signer's threads still run after 30 s")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestSigningCPUCountsSignatures: the signing threads' CPU grows with the
+// signatures they make (the benchmark prices a signature by it).
+func TestSigningCPUCountsSignatures(t *testing.T) {
+	s, err := NewSigner(testMchID, testMchSerial, keys(t).merchant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, ok := SigningCPU()
+	if !ok {
+		t.Fatal("SigningCPU() is not measured in the OpenSSL build")
+	}
+	for i := range 20 {
+		if _, err := s.Sign([]byte("message " + strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after, _ := SigningCPU(); after <= before {
+		t.Errorf("SigningCPU() went from %v to %v over 20 signatures", before, after)
 	}
 }
