@@ -393,7 +393,8 @@ func startSignThreads(pkey *C.EVP_PKEY, n int) (*signThreads, error) {
 	return t, nil
 }
 
-// sign makes the PKCS#1 v1.5 signature of digest, of at most size bytes.
+// sign makes the PKCS#1 v1.5 signature of a SHA-256 digest with the key,
+// waiting first for a free slot when signSlots signatures are queued.
 func (t *signThreads) sign(digest *[sha256.Size]byte) ([]byte, error) {
 	slot := <-t.free
 	defer func() { t.free <- slot }()
