@@ -94,10 +94,18 @@ typedef struct wx_job {
 	struct wx_job *next;
 } wx_job;
 
-// wx_pool is a key's signing threads, each with its own context, and the
-// jobs they take from a queue. A thread puts a signed job on the done
-// list, and when that list was empty writes to efd, which the Go side
-// reads through its poller.
+struct wx_pool;
+
+// wx_thread is one signing thread and its own context.
+typedef struct wx_thread {
+	struct wx_pool *p;
+	EVP_PKEY_CTX *ctx; // NULL until made
+	pthread_t t;
+} wx_thread;
+
+// wx_pool is a key's signing threads and the jobs they take from a queue.
+// A thread puts a signed job on the done list, and when that list was
+// empty writes to efd, which the Go side reads through its poller.
 typedef struct wx_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -106,16 +114,12 @@ typedef struct wx_pool {
 	int idle;            // threads waiting on cv
 	int quit;
 	int efd;
-	int n;               // threads running
 	EVP_PKEY *pkey;
-	EVP_PKEY_CTX **ctxs;
-	pthread_t *threads;
-	int nctx;            // length of ctxs (NULL until made)
+	wx_thread *threads;
+	int nthreads; // length of threads
+	int running;  // threads started, the first of them
 	wx_job *jobs;
-	int slots;           // length of jobs
 } wx_pool;
-
-typedef struct { wx_pool *p; EVP_PKEY_CTX *ctx; } wx_worker_arg;
 
 // wx_sign_ns is the CPU time the signing threads of every key have spent
 // in EVP_PKEY_sign, in nanoseconds.
@@ -130,9 +134,8 @@ static uint64_t wx_thread_ns(void) {
 static uint64_t wx_signing_ns(void) { return __atomic_load_n(&wx_sign_ns, __ATOMIC_RELAXED); }
 
 static void *wx_worker(void *arg) {
-	wx_pool *p = ((wx_worker_arg *)arg)->p;
-	EVP_PKEY_CTX *ctx = ((wx_worker_arg *)arg)->ctx;
-	free(arg);
+	wx_pool *p = ((wx_thread *)arg)->p;
+	EVP_PKEY_CTX *ctx = ((wx_thread *)arg)->ctx;
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
 		while (p->head == NULL && !p->quit) {
@@ -180,17 +183,17 @@ static void wx_pool_stop(wx_pool *p) {
 	p->quit = 1;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
-	for (int i = 0; i < p->n; i++) {
-		pthread_join(p->threads[i], NULL);
+	for (int i = 0; i < p->running; i++) {
+		pthread_join(p->threads[i].t, NULL);
 	}
-	p->n = 0;
+	p->running = 0;
 }
 
 // wx_pool_free frees a stopped pool: its contexts, jobs, descriptor and
 // the key.
 static void wx_pool_free(wx_pool *p) {
-	for (int i = 0; i < p->nctx && p->ctxs != NULL; i++) {
-		EVP_PKEY_CTX_free(p->ctxs[i]);
+	for (int i = 0; i < p->nthreads && p->threads != NULL; i++) {
+		EVP_PKEY_CTX_free(p->threads[i].ctx);
 	}
 	if (p->efd >= 0) { // still ours: not yet handed to Go
 		close(p->efd);
@@ -198,7 +201,6 @@ static void wx_pool_free(wx_pool *p) {
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	EVP_PKEY_free(p->pkey);
-	free(p->ctxs);
 	free(p->threads);
 	free(p->jobs);
 	free(p);
@@ -218,38 +220,28 @@ static wx_pool *wx_pool_new(EVP_PKEY *pkey, int n, int slots, char *err, size_t 
 	pthread_cond_init(&p->cv, NULL);
 	p->pkey = pkey;
 	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	p->ctxs = calloc(n, sizeof *p->ctxs);
 	p->threads = calloc(n, sizeof *p->threads);
+	p->nthreads = n;
 	p->jobs = calloc(slots, sizeof *p->jobs);
-	p->nctx = n;
-	p->slots = slots;
-	if (p->efd < 0 || p->ctxs == NULL || p->threads == NULL || p->jobs == NULL) {
+	if (p->efd < 0 || p->threads == NULL || p->jobs == NULL) {
 		snprintf(err, errn, p->efd < 0 ? "eventfd failed" : "out of memory");
 		wx_pool_free(p);
 		return NULL;
 	}
 	for (int i = 0; i < n; i++) {
-		p->ctxs[i] = wx_ctx(pkey, 1, err, errn);
-		wx_worker_arg *a = malloc(sizeof *a);
-		if (p->ctxs[i] == NULL || a == NULL) {
-			if (a == NULL) {
-				snprintf(err, errn, "out of memory");
+		wx_thread *t = &p->threads[i];
+		t->p = p;
+		t->ctx = wx_ctx(pkey, 1, err, errn);
+		int started = t->ctx != NULL && pthread_create(&t->t, NULL, wx_worker, t) == 0;
+		if (!started) {
+			if (t->ctx != NULL) {
+				snprintf(err, errn, "cannot start a signing thread");
 			}
-			free(a);
 			wx_pool_stop(p);
 			wx_pool_free(p);
 			return NULL;
 		}
-		a->p = p;
-		a->ctx = p->ctxs[i];
-		if (pthread_create(&p->threads[i], NULL, wx_worker, a) != 0) {
-			free(a);
-			snprintf(err, errn, "cannot start a signing thread");
-			wx_pool_stop(p);
-			wx_pool_free(p);
-			return NULL;
-		}
-		p->n = i + 1;
+		p->running = i + 1;
 	}
 	for (int i = 0; i < slots; i++) {
 		p->jobs[i].slot = i;
@@ -360,7 +352,6 @@ type signThreads struct {
 	wake    *os.File        // the pool's eventfd
 	closing atomic.Bool     // set by stop before its last wake-up
 	stopped chan struct{}   // closed once deliver has freed the pool
-	once    sync.Once
 }
 
 // SigningCPU returns the CPU time the OpenSSL signer's threads have spent
@@ -434,15 +425,13 @@ func (t *signThreads) deliver() {
 	C.wx_pool_free(t.pool)
 }
 
-// stop ends the threads and deliver; the key's cleanup.
+// stop ends the threads and deliver; the key's cleanup, which runs once.
 func (t *signThreads) stop() {
-	t.once.Do(func() {
-		C.wx_pool_stop(t.pool)
-		t.closing.Store(true)
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		_, _ = t.wake.Write(one[:])
-	})
+	C.wx_pool_stop(t.pool)
+	t.closing.Store(true)
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = t.wake.Write(one[:])
 }
 
 // ctxPool keeps verification contexts of one public key, so that a
@@ -516,7 +505,7 @@ func newDigestSigner(key *rsa.PrivateKey) (digestSigner, error) {
 		C.EVP_PKEY_free(p)
 		return nil, fmt.Errorf("wxpay: the OpenSSL signer takes RSA keys of up to %d bits, not %d", C.WX_MAX_SIG*8, key.N.BitLen())
 	}
-	signers, err := startSignThreads(p, max(signThreadCount, 1))
+	signers, err := startSignThreads(p, signThreadCount)
 	if err != nil {
 		return nil, err
 	}
