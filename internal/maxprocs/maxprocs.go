@@ -17,13 +17,13 @@
 // Holding every thread of the process on one CPU keeps them, their
 // wake-ups and the threads' caches on one core: about a fifth less CPU per
 // command there again (seven alternated pairs, measured while signatures
-// were C calls of the goroutines; README, Performance). The CPU is the idlest of the
-// process's when the governor goes to one P, and another once that one
-// has been much idler for a second (Move: a neighbour has taken to the
-// CPU held); when a sample finds the CPU held all but full (less than
-// MinIdle of it idle: other programs pinned there, say), the governor goes
-// back to every CPU and the default Ps at once, as it does when the
-// process's own load grows.
+// were C calls of the goroutines; README, Performance). The CPU is the
+// idlest of the process's when the governor goes to one P, and another
+// once that one has been much idler for a second (Move: a neighbour has
+// taken to the CPU held); when a sample finds the CPU held all but full
+// (less than MinIdle of it idle: other programs pinned there, say), the
+// governor goes back to every CPU and the default Ps at once, as it does
+// when the process's own load grows.
 //
 // The governor never acts when GOMAXPROCS is set in the environment: an
 // operator's setting is kept as it is (see Start). Pinning needs Linux
@@ -364,12 +364,16 @@ func (p *process) Unpin() error { return p.threads.unpin() }
 // (runtime/metrics' /cpu/classes would not do: the runtime updates them
 // only when a collection ends.)
 func reader(since func() time.Duration, allowed []int) func() sample {
+	want := make(map[int]bool, len(allowed))
+	for _, c := range allowed {
+		want[c] = true
+	}
 	return func() sample {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		s := sample{Wall: since(), CPU: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
-		if len(allowed) > 0 {
-			s.Idle = cpuIdle(allowed)
+		if len(want) > 0 {
+			s.Idle = cpuIdle(want)
 		}
 		return s
 	}

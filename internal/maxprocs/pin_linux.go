@@ -105,10 +105,10 @@ func threads() ([]int, error) {
 // 100 for its user interface, whatever CONFIG_HZ).
 const userHZ = 100
 
-// cpuIdle reads the idle time (idle and iowait) of each CPU of cpus from
+// cpuIdle reads the idle time (idle and iowait) of each CPU in cpus from
 // /proc/stat; nil when it cannot be read. A CPU missing from it (taken
 // offline) is missing from the result.
-func cpuIdle(cpus []int) map[int]time.Duration {
+func cpuIdle(cpus map[int]bool) map[int]time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return nil
@@ -116,13 +116,10 @@ func cpuIdle(cpus []int) map[int]time.Duration {
 	return parseCPUIdle(b, cpus)
 }
 
-// parseCPUIdle reads the idle times of cpus out of /proc/stat's text.
-func parseCPUIdle(b []byte, cpus []int) map[int]time.Duration {
-	want := make(map[int]bool, len(cpus))
-	for _, c := range cpus {
-		want[c] = true
-	}
-	idle := make(map[int]time.Duration, len(cpus))
+// parseCPUIdle reads the idle times of the CPUs in want out of
+// /proc/stat's text.
+func parseCPUIdle(b []byte, want map[int]bool) map[int]time.Duration {
+	idle := make(map[int]time.Duration, len(want))
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := bytes.Fields(sc.Bytes())

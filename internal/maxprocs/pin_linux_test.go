@@ -131,7 +131,7 @@ cpu7 1 2 3 x 5 6
 intr 12345 0 0
 cpu12 9 9 9 700 100 0 0 0 0 0
 `)
-	got := parseCPUIdle(stat, []int{0, 3, 7, 12, 40})
+	got := parseCPUIdle(stat, map[int]bool{0: true, 3: true, 7: true, 12: true, 40: true})
 	want := map[int]time.Duration{0: 202500 * time.Millisecond, 12: 8 * time.Second}
 	if len(got) != len(want) {
 		t.Fatalf("parseCPUIdle = %v, want %v", got, want)
@@ -148,12 +148,16 @@ func TestCPUIdleOfThisMachine(t *testing.T) {
 	if len(cpus) < 2 {
 		t.Skip("one CPU")
 	}
-	a := cpuIdle(cpus)
+	want := map[int]bool{}
+	for _, c := range cpus {
+		want[c] = true
+	}
+	a := cpuIdle(want)
 	if len(a) != len(cpus) {
 		t.Fatalf("idle times of %d CPUs, want the process's %d (%v)", len(a), len(cpus), a)
 	}
 	time.Sleep(50 * time.Millisecond)
-	b := cpuIdle(cpus)
+	b := cpuIdle(want)
 	for _, c := range cpus {
 		if b[c] < a[c] {
 			t.Errorf("CPU %d idle time went back from %s to %s", c, a[c], b[c])

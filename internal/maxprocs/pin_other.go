@@ -17,4 +17,4 @@ func (threadCPUs) pin(int) error { return errors.ErrUnsupported }
 func (threadCPUs) unpin() error  { return nil }
 
 // cpuIdle has no source here.
-func cpuIdle([]int) map[int]time.Duration { return nil }
+func cpuIdle(map[int]bool) map[int]time.Duration { return nil }
