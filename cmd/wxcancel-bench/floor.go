@@ -91,8 +91,8 @@ func (m *floorMeter) signAnswer() error {
 // measure times signs and verifies (ten per sign) on one locked OS thread,
 // by that thread's CPU time (not wall time; for the OpenSSL signer's
 // signatures, made on its own threads, by theirs: wxpay.SigningCPU), in
-// batches, and takes the median batch. The answer's timestamp is refreshed first: the Verifier
-// refuses one 5 minutes old.
+// batches, and takes the median batch. The answer's timestamp is refreshed
+// first: the Verifier refuses one 5 minutes old.
 func (m *floorMeter) measure(signs, batches int) (Floor, error) {
 	const uri = "/v3/ecommerce/account/apply-cancel-withdraw/validate-cancel/1900000101"
 	const nonce = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"
@@ -102,20 +102,20 @@ func (m *floorMeter) measure(signs, batches int) (Floor, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var failure error
+	// The OpenSSL signer signs on threads of its own, which count their
+	// signatures' CPU; crypto/rsa signs on this one.
+	signClock := threadCPU
+	if _, ok := wxpay.SigningCPU(); ok {
+		signClock = func() time.Duration { d, _ := wxpay.SigningCPU(); return d }
+	}
 	sign := func(n int) time.Duration {
-		// The OpenSSL signer signs on threads of its own, which count
-		// their signatures' CPU; crypto/rsa signs on this one.
-		clock := threadCPU
-		if _, ok := wxpay.SigningCPU(); ok {
-			clock = func() time.Duration { d, _ := wxpay.SigningCPU(); return d }
-		}
-		start := clock()
+		start := signClock()
 		for i := range n {
 			if _, err := m.signer.Authorization(http.MethodGet, uri, nil, time.Now().Unix(), nonce+strconv.Itoa(i)); err != nil {
 				failure = err
 			}
 		}
-		return clock() - start
+		return signClock() - start
 	}
 	verifies := signs * 10
 	verify := func(n int) time.Duration {
